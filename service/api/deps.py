@@ -1,0 +1,13 @@
+"""Request-scoped dependencies shared by routers."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with (fixed at start-up, replaceable in tests via create_app)."""
+    settings: Settings = request.app.state.settings
+    return settings

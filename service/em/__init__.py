@@ -1,0 +1,1 @@
+"""The EM solver core: numpy and scipy only, no knowledge of HTTP or Pydantic."""

@@ -1,0 +1,443 @@
+"""Gaussian mixture: four covariance types, Cholesky precisions, k-means / k-means++ / random starts.
+
+The M-step follows scikit-learn's ``GaussianMixture`` exactly (``reg_covar`` on the diagonal, a tiny
+floor on component counts), so from the same start both walk the same path. Everything is in log
+space; the E-step works through ``X`` in row chunks so no n x K x d temporary is ever built.
+"""
+
+from __future__ import annotations
+
+import warnings as pywarnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import linalg
+from scipy.cluster.vq import kmeans2
+from scipy.special import logsumexp
+
+from service.em.coins import check_weights
+from service.em.errors import DegenerateDataError, InvalidParameterError
+
+FloatArray = NDArray[np.float64]
+CovarianceType = Literal["full", "diag", "spherical", "tied"]
+InitMethod = Literal["kmeans", "kmeans++", "random_from_data", "random"]
+
+_LOG_2PI = np.log(2 * np.pi)
+# Rows per E-step chunk: keeps the n x K x d whitening product within a few MB (cache-sized).
+_CHUNK_ELEMENTS = 1 << 19
+
+
+@dataclass(frozen=True)
+class GaussianParams:
+    weights: FloatArray  # (K,)
+    means: FloatArray  # (K, d)
+    covariances: FloatArray  # full (K,d,d), diag (K,d), spherical (K,), tied (d,d)
+    precisions_cholesky: FloatArray  # same shape; precision = P @ P.T (full/tied) or P**2
+
+
+# --- M-step: covariances from responsibilities, one function per type (scikit-learn's formulas) ---
+
+
+def _covariances_full(resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float) -> FloatArray:
+    n_components, n_features = means.shape
+    covariances = np.empty((n_components, n_features, n_features))
+    for k in range(n_components):
+        diff = X - means[k]
+        covariances[k] = (resp[:, k] * diff.T) @ diff / nk[k]
+        covariances[k].flat[:: n_features + 1] += reg
+    return covariances
+
+
+def _covariances_tied(resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float) -> FloatArray:
+    avg_X2 = X.T @ X
+    avg_means2 = (nk * means.T) @ means
+    covariance: FloatArray = (avg_X2 - avg_means2) / nk.sum()
+    covariance.flat[:: len(covariance) + 1] += reg
+    return covariance
+
+
+def _covariances_diag(resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float) -> FloatArray:
+    avg_X2 = resp.T @ (X * X) / nk[:, None]
+    return avg_X2 - means**2 + reg
+
+
+def _covariances_spherical(
+    resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float
+) -> FloatArray:
+    return _covariances_diag(resp, X, nk, means, reg).mean(axis=1)  # type: ignore[no-any-return]
+
+
+_COVARIANCE_ESTIMATORS: dict[str, Callable[[FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]] = {
+    "full": _covariances_full,
+    "tied": _covariances_tied,
+    "diag": _covariances_diag,
+    "spherical": _covariances_spherical,
+}
+
+
+# --- precisions: Cholesky factors of the inverse covariances, with a floor for collapsed components ---
+
+
+def _cholesky_precision(covariance: FloatArray) -> FloatArray | None:
+    try:
+        cov_chol = linalg.cholesky(covariance, lower=True)
+    except linalg.LinAlgError:
+        return None
+    result: FloatArray = linalg.solve_triangular(cov_chol, np.eye(len(covariance)), lower=True).T
+    return result
+
+
+def _variance_floor(X: FloatArray) -> float:
+    """A variance small against the data's spread but far above rounding: used only when a component collapses."""
+    spread = float(np.mean(np.var(X, axis=0))) if len(X) > 1 else 0.0
+    return max(spread, 1.0) * 1e-10
+
+
+def _regularise_until_pd(covariance: FloatArray, floor: float) -> tuple[FloatArray, FloatArray]:
+    bump = floor
+    covariance = covariance.copy()
+    covariance = (covariance + covariance.T) / 2
+    while True:
+        covariance.flat[:: len(covariance) + 1] += bump
+        prec_chol = _cholesky_precision(covariance)
+        if prec_chol is not None:
+            return covariance, prec_chol
+        bump *= 10
+
+
+def precisions_from_covariances(
+    covariances: FloatArray, covariance_type: str, floor: float
+) -> tuple[FloatArray, FloatArray, list[int]]:
+    """Cholesky precisions; components whose covariance is singular are lifted by ``floor`` (and named)."""
+    collapsed: list[int] = []
+    if covariance_type == "full":
+        covariances = covariances.copy()
+        prec = np.empty_like(covariances)
+        for k, cov in enumerate(covariances):
+            chol = _cholesky_precision(cov)
+            if chol is None:
+                collapsed.append(k)
+                covariances[k], chol = _regularise_until_pd(cov, floor)
+            prec[k] = chol
+        return covariances, prec, collapsed
+    if covariance_type == "tied":
+        chol = _cholesky_precision(covariances)
+        if chol is None:
+            collapsed.append(0)
+            covariances, chol = _regularise_until_pd(covariances, floor)
+        return covariances, chol, collapsed
+    bad = ~(covariances > 0) if covariance_type == "spherical" else np.any(~(covariances > 0), axis=1)
+    if np.any(bad):
+        collapsed = np.flatnonzero(bad).tolist()
+        covariances = np.maximum(covariances, floor)
+    return covariances, 1.0 / np.sqrt(covariances), collapsed
+
+
+# --- E-step: log N(x | mean_k, cov_k) per type, in row chunks ---
+
+
+def _log_det_cholesky(prec_chol: FloatArray, covariance_type: str, n_features: int) -> FloatArray:
+    if covariance_type == "full":
+        return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)  # type: ignore[no-any-return]
+    if covariance_type == "tied":
+        return np.sum(np.log(np.diag(prec_chol)))  # type: ignore[no-any-return]
+    if covariance_type == "diag":
+        return np.sum(np.log(prec_chol), axis=1)  # type: ignore[no-any-return]
+    return n_features * np.log(prec_chol)
+
+
+def _mahalanobis_full(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
+    n_components, n_features = means.shape
+    # All components whitened by one matrix product: X (n x d) @ [P_1 ... P_K] (d x Kd).
+    stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
+    offsets = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1)
+    y = X @ stacked
+    y -= offsets
+    y *= y
+    return y.reshape(len(X), n_components, n_features).sum(axis=2)  # type: ignore[no-any-return]
+
+
+def _mahalanobis_tied(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
+    y = X @ prec_chol
+    mu = means @ prec_chol
+    out = np.empty((len(X), len(means)))
+    for k in range(len(means)):
+        out[:, k] = np.sum(np.square(y - mu[k]), axis=1)
+    return out
+
+
+def _mahalanobis_diag(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
+    precisions = prec_chol**2
+    return (  # type: ignore[no-any-return]
+        np.sum(means**2 * precisions, axis=1) - 2.0 * (X @ (means * precisions).T) + (X * X) @ precisions.T
+    )
+
+
+def _mahalanobis_spherical(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
+    precisions = prec_chol**2
+    return (  # type: ignore[no-any-return]
+        np.sum(means**2, axis=1) * precisions
+        - 2.0 * (X @ means.T) * precisions
+        + np.outer(np.sum(X * X, axis=1), precisions)
+    )
+
+
+_MAHALANOBIS: dict[str, Callable[[FloatArray, FloatArray, FloatArray], FloatArray]] = {
+    "full": _mahalanobis_full,
+    "tied": _mahalanobis_tied,
+    "diag": _mahalanobis_diag,
+    "spherical": _mahalanobis_spherical,
+}
+
+
+def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
+    """Free parameters, scikit-learn's count (for BIC/AIC)."""
+    covariance_params = {
+        "full": n_components * n_features * (n_features + 1) / 2,
+        "diag": n_components * n_features,
+        "tied": n_features * (n_features + 1) / 2,
+        "spherical": n_components,
+    }[covariance_type]
+    return int(covariance_params + n_components * n_features + n_components - 1)
+
+
+class GaussianMixture:
+    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.MixtureModel`."""
+
+    def __init__(
+        self,
+        X: FloatArray,
+        n_components: int,
+        covariance_type: CovarianceType = "full",
+        reg_covar: float = 1e-6,
+        init_method: InitMethod = "kmeans",
+        init_means: Any = None,
+        init_covariances: Any = None,
+        init_weights: Any = None,
+    ) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
+        if not np.all(np.isfinite(X)):
+            raise InvalidParameterError("points must be finite numbers (no NaN or Infinity)", "points")
+        if covariance_type not in _COVARIANCE_ESTIMATORS:
+            raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
+        if not (reg_covar >= 0 and np.isfinite(reg_covar)):
+            raise InvalidParameterError(f"reg_covar must be a finite number >= 0, got {reg_covar}", "reg_covar")
+        if n_components < 1:
+            raise InvalidParameterError(f"n_components must be at least 1, got {n_components}", "n_components")
+        _check_enough_distinct_points(X, n_components)
+        self.X, self.n_components, self.covariance_type = X, n_components, covariance_type
+        self.reg_covar, self.init_method = reg_covar, init_method
+        self.floor = _variance_floor(X)
+        self._chunk_rows = max(1, _CHUNK_ELEMENTS // max(1, n_components * X.shape[1]))
+        # Caller-given starting arrays, checked now so a bad shape fails before any work.
+        self.given_means = None if init_means is None else self._shape_means(init_means)
+        self.given_covariances = None if init_covariances is None else self._shape_covariances(init_covariances)
+        self.given_weights = None if init_weights is None else check_weights(init_weights, n_components, "init.weights")
+
+    @property
+    def n_observations(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    # --- starts ---
+
+    def initialize(self, rng: np.random.Generator) -> GaussianParams:
+        """A start: caller-given arrays as given, the rest filled from the responsibilities they imply.
+
+        Given means: each point goes to its nearest given mean; otherwise the init method assigns points.
+        ``reg_covar`` is not added to given covariances (as scikit-learn's ``precisions_init``).
+        """
+        given_means, given_covariances, given_weights = (
+            self.given_means,
+            self.given_covariances,
+            self.given_weights,
+        )
+        if given_means is not None and given_covariances is not None and given_weights is not None:
+            filled_weights, filled_means, filled_covariances = given_weights, given_means, given_covariances
+        else:
+            resp = self._initial_resp(rng) if given_means is None else self._nearest_resp(given_means)
+            nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
+            filled_means = given_means if given_means is not None else (resp.T @ self.X) / nk[:, None]
+            filled_weights = given_weights if given_weights is not None else nk / nk.sum()
+            filled_covariances = (
+                given_covariances
+                if given_covariances is not None
+                else _COVARIANCE_ESTIMATORS[self.covariance_type](resp, self.X, nk, filled_means, self.reg_covar)
+            )
+        covariances_out, prec_chol, collapsed = precisions_from_covariances(
+            filled_covariances, self.covariance_type, self.floor
+        )
+        if given_covariances is not None and collapsed:
+            raise InvalidParameterError(
+                f"init.covariances of component(s) {collapsed} are not positive definite", "init.covariances"
+            )
+        return GaussianParams(filled_weights, filled_means, covariances_out, prec_chol)
+
+    def _initial_resp(self, rng: np.random.Generator) -> FloatArray:
+        n_samples, K = self.n_observations, self.n_components
+        resp = np.zeros((n_samples, K))
+        if self.init_method == "random":
+            resp = rng.uniform(size=(n_samples, K))
+            resp /= resp.sum(axis=1, keepdims=True)
+        elif self.init_method == "random_from_data":
+            resp[rng.choice(n_samples, size=K, replace=False), np.arange(K)] = 1
+        elif self.init_method == "kmeans++":
+            resp[self._kmeans_plus_plus(rng), np.arange(K)] = 1
+        else:
+            resp[np.arange(n_samples), self._kmeans_labels(rng)] = 1
+        return resp
+
+    def _kmeans_plus_plus(self, rng: np.random.Generator) -> NDArray[np.intp]:
+        """Indices of K seeds chosen by k-means++ (D² sampling), distinct points guaranteed."""
+        X = self.X
+        chosen = [int(rng.integers(len(X)))]
+        closest = np.sum((X - X[chosen[0]]) ** 2, axis=1)
+        for _ in range(1, self.n_components):
+            total = closest.sum()
+            # All remaining mass on already-chosen points would repeat one; pick uniformly among distinct ones.
+            idx = int(rng.choice(len(X), p=closest / total)) if total > 0 else int(rng.integers(len(X)))
+            chosen.append(idx)
+            closest = np.minimum(closest, np.sum((X - X[idx]) ** 2, axis=1))
+        return np.asarray(chosen, dtype=np.intp)
+
+    def _kmeans_labels(self, rng: np.random.Generator) -> NDArray[np.intp]:
+        seeds = self.X[self._kmeans_plus_plus(rng)]
+        with pywarnings.catch_warnings():
+            # An emptied cluster keeps its seed; its component then starts small and is regularised.
+            pywarnings.simplefilter("ignore")
+            _, labels = kmeans2(self.X, seeds, iter=20, minit="matrix", missing="warn")
+        return labels  # type: ignore[no-any-return]
+
+    def _nearest_resp(self, means: FloatArray) -> FloatArray:
+        distances = np.sum(self.X**2, axis=1)[:, None] - 2 * self.X @ means.T + np.sum(means**2, axis=1)[None, :]
+        resp = np.zeros((self.n_observations, self.n_components))
+        resp[np.arange(self.n_observations), np.argmin(distances, axis=1)] = 1
+        return resp
+
+    # --- the EM hooks ---
+
+    def estimate_log_prob(self, params: GaussianParams) -> FloatArray:
+        """log N(x_i | mean_k, cov_k) + log weight_k for every point and component."""
+        mahalanobis = _MAHALANOBIS[self.covariance_type]
+        log_det = _log_det_cholesky(params.precisions_cholesky, self.covariance_type, self.n_features)
+        with np.errstate(divide="ignore"):
+            constant = log_det - 0.5 * self.n_features * _LOG_2PI + np.log(params.weights)
+        out = np.empty((self.n_observations, self.n_components))
+        for start in range(0, self.n_observations, self._chunk_rows):
+            rows = slice(start, start + self._chunk_rows)
+            out[rows] = -0.5 * mahalanobis(self.X[rows], params.means, params.precisions_cholesky) + constant
+        return out
+
+    def e_step(self, params: GaussianParams) -> tuple[float, FloatArray]:
+        weighted = self.estimate_log_prob(params)
+        log_norm = logsumexp(weighted, axis=1)
+        weighted -= log_norm[:, None]
+        return float(log_norm.sum()), weighted
+
+    def m_step(self, log_resp: FloatArray, params: GaussianParams) -> tuple[GaussianParams, list[str]]:
+        new_params, collapsed = self.params_from_resp(np.exp(log_resp))
+        return new_params, self._collapse_warnings(collapsed)
+
+    def params_from_resp(self, resp: FloatArray) -> tuple[GaussianParams, list[int]]:
+        nk = resp.sum(axis=0) + 10 * np.finfo(resp.dtype).eps
+        means = (resp.T @ self.X) / nk[:, None]
+        covariances = _COVARIANCE_ESTIMATORS[self.covariance_type](resp, self.X, nk, means, self.reg_covar)
+        covariances, prec_chol, collapsed = precisions_from_covariances(covariances, self.covariance_type, self.floor)
+        return GaussianParams(nk / nk.sum(), means, covariances, prec_chol), collapsed
+
+    def _collapse_warnings(self, collapsed: list[int]) -> list[str]:
+        if not collapsed:
+            return []
+        what = "the tied covariance" if self.covariance_type == "tied" else f"component(s) {collapsed}"
+        return [
+            f"{what} collapsed (singular covariance); regularised by adding at least {self.floor:.3g} "
+            "to the diagonal — consider fewer components or a larger reg_covar"
+        ]
+
+    # --- ordering and output ---
+
+    def canonical_order(self, params: GaussianParams) -> NDArray[np.intp]:
+        # np.lexsort sorts by the last key first: feed the columns reversed for lexicographic order.
+        return np.lexsort(params.means.T[::-1])
+
+    def permute(self, params: GaussianParams, order: NDArray[np.intp]) -> GaussianParams:
+        if self.covariance_type == "tied":
+            return GaussianParams(
+                params.weights[order], params.means[order], params.covariances, params.precisions_cholesky
+            )
+        return GaussianParams(
+            params.weights[order],
+            params.means[order],
+            params.covariances[order],
+            params.precisions_cholesky[order],
+        )
+
+    def to_dict(self, params: GaussianParams) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "weights": params.weights.tolist(),
+            "means": params.means.tolist(),
+            "covariances": params.covariances.tolist(),
+        }
+        if self.n_features == 1:
+            out["stds"] = np.sqrt(self.component_variances_1d(params)).tolist()
+        return out
+
+    def component_variances_1d(self, params: GaussianParams) -> FloatArray:
+        covariances = params.covariances
+        if self.covariance_type == "tied":
+            return np.full(self.n_components, float(covariances.reshape(-1)[0]))
+        return covariances.reshape(self.n_components)
+
+    # --- shapes of caller-given arrays ---
+
+    def _shape_means(self, means: Any) -> FloatArray:
+        K, d = self.n_components, self.n_features
+        arr = np.asarray(means, dtype=np.float64)
+        if d == 1 and arr.shape == (K,):
+            arr = arr[:, None]
+        if arr.shape != (K, d):
+            raise InvalidParameterError(f"init.means has shape {arr.shape}, expected ({K}, {d})", "init.means")
+        return arr
+
+    def _shape_covariances(self, covariances: Any) -> FloatArray:
+        K, d, kind = self.n_components, self.n_features, self.covariance_type
+        arr = np.asarray(covariances, dtype=np.float64)
+        expected = {"full": (K, d, d), "diag": (K, d), "spherical": (K,), "tied": (d, d)}[kind]
+        if d == 1 and arr.size == int(np.prod(expected)) and arr.ndim <= len(expected):
+            arr = arr.reshape(expected)  # 1-D data: flat lists of K variances are accepted for every type
+        if arr.shape != expected:
+            raise InvalidParameterError(
+                f"init.covariances has shape {arr.shape}, expected {expected} for covariance_type {kind!r}",
+                "init.covariances",
+            )
+        if kind in ("full", "tied"):
+            stack = arr.reshape(-1, d, d)
+            if not np.allclose(stack, stack.transpose(0, 2, 1), rtol=1e-10, atol=0):
+                raise InvalidParameterError("init.covariances must be symmetric", "init.covariances")
+        return arr
+
+
+def _check_enough_distinct_points(X: FloatArray, n_components: int) -> None:
+    if n_components > len(X):
+        raise DegenerateDataError(f"n_components is {n_components} but there are only {len(X)} points", "n_components")
+    # Usually the first few rows already hold enough distinct points; sort the whole set only if not.
+    head = X[: 10 * n_components]
+    distinct = len(np.unique(head, axis=0))
+    if distinct < n_components:
+        distinct = len(np.unique(X, axis=0))
+    if distinct < n_components:
+        raise DegenerateDataError(
+            f"n_components is {n_components} but the points hold only {distinct} distinct value(s); "
+            "use at most as many components as distinct points",
+            "n_components",
+        )

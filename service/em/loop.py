@@ -1,0 +1,275 @@
+"""The one EM driver: starts, iterations, tolerance, limits, cancellation, trace and best-of-``n_init``.
+
+Every model goes through :func:`run_em`; a model only supplies the small hooks of :class:`MixtureModel`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.em.errors import EMError
+
+ParamsT = TypeVar("ParamsT")
+TraceMode = Literal["loglik", "params", "none"]
+StopReason = Literal["converged", "max_iter", "time_limit", "cancelled"]
+
+# Derived start seeds stay below 2**32 so they survive any JSON client as exact integers.
+_SEED_BOUND = 2**32
+
+
+class MixtureModel(Protocol[ParamsT]):
+    """The hooks a model fills; the driver owns everything else."""
+
+    @property
+    def n_observations(self) -> int:
+        """What the mean log-likelihood (and so ``tol``) is taken per: experiments, points."""
+        ...
+
+    def initialize(self, rng: np.random.Generator) -> ParamsT:
+        """Starting parameters for one start, drawing every random choice from ``rng``."""
+        ...
+
+    def e_step(self, params: ParamsT) -> tuple[float, NDArray[np.float64]]:
+        """Total observed-data log-likelihood at ``params`` and the n x K log-responsibilities."""
+        ...
+
+    def m_step(self, log_resp: NDArray[np.float64], params: ParamsT) -> tuple[ParamsT, list[str]]:
+        """New parameters from the responsibilities, plus warnings about anything regularised."""
+        ...
+
+    def canonical_order(self, params: ParamsT) -> NDArray[np.intp]:
+        """The permutation of components into the order results are reported in."""
+        ...
+
+    def permute(self, params: ParamsT, order: NDArray[np.intp]) -> ParamsT:
+        """``params`` with components reordered by ``order``."""
+        ...
+
+    def to_dict(self, params: ParamsT) -> dict[str, Any]:
+        """Plain-Python parameters, as they appear in results and in the trace."""
+        ...
+
+
+@dataclass(frozen=True)
+class EMOptions:
+    """Per-fit options shared by every model (see the ``Common fit options`` of the API)."""
+
+    max_iter: int = 100
+    tol: float = 1e-6
+    n_init: int = 1
+    seed: int | None = None
+    trace: TraceMode = "loglik"
+    time_limit_s: float | None = None
+    canonical_order: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_iter < 1:
+            raise EMError(f"max_iter must be at least 1, got {self.max_iter}", "max_iter")
+        if not (self.tol >= 0 and np.isfinite(self.tol)):
+            raise EMError(f"tol must be a finite number >= 0, got {self.tol}", "tol")
+        if self.n_init < 1:
+            raise EMError(f"n_init must be at least 1, got {self.n_init}", "n_init")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise EMError(f"time_limit_s must be > 0, got {self.time_limit_s}", "time_limit_s")
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    iteration: int
+    log_likelihood: float
+    delta: float
+    params: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RestartSummary:
+    seed: int
+    log_likelihood: float
+    n_iter: int
+    converged: bool
+
+
+@dataclass
+class FitOutcome(Generic[ParamsT]):
+    """The returned start: parameters, the state they imply, and how the run went."""
+
+    params: ParamsT
+    log_likelihood: float
+    log_resp: NDArray[np.float64]
+    n_iter: int
+    converged: bool
+    stop_reason: StopReason
+    trace: list[TraceEntry]
+    restarts: list[RestartSummary]
+    warnings: list[str]
+    elapsed_s: float
+
+
+@dataclass
+class _StartRun(Generic[ParamsT]):
+    seed: int
+    params: ParamsT
+    log_likelihood: float
+    log_resp: NDArray[np.float64]
+    n_iter: int = 0
+    stop_reason: StopReason = "max_iter"
+    trace_params: list[ParamsT | None] = field(default_factory=list)
+    trace: list[tuple[int, float, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Hooks:
+    """What a caller may observe or steer while a fit runs (progress reporting, cancellation).
+
+    The default does nothing; a job runner overrides the two methods.
+    """
+
+    def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
+        """Called after every EM iteration of every start."""
+
+    def should_cancel(self) -> bool:
+        """Polled between iterations; True stops the fit with ``stop_reason == "cancelled"``."""
+        return False
+
+
+def start_seeds(seed: int | None, n_init: int) -> list[int]:
+    """The seed of every start: the first is ``seed`` itself, so ``n_init=1, seed=s`` replays that start."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+    derived = np.random.SeedSequence(seed).generate_state(max(n_init - 1, 0), dtype=np.uint32)
+    return [seed, *(int(s) % _SEED_BOUND for s in derived)]
+
+
+def run_em(
+    model: MixtureModel[ParamsT],
+    options: EMOptions,
+    hooks: Hooks | None = None,
+) -> FitOutcome[ParamsT]:
+    """Run ``options.n_init`` EM starts and return the one with the highest final log-likelihood.
+
+    Entry *i* of the trace is the state after the *i*-th M-step; its ``delta`` is the change in
+    the mean log-likelihood per observation since the state before (for *i* = 1, the start).
+    The run stops when ``|delta| <= tol`` (never when ``tol == 0``), after ``max_iter`` iterations,
+    when the time budget runs out, or when the hooks ask to cancel. Every stop leaves a consistent
+    state: responsibilities and log-likelihood always belong to the returned parameters.
+    """
+    hooks = hooks or Hooks()
+    started = time.monotonic()
+    deadline = None if options.time_limit_s is None else started + options.time_limit_s
+
+    runs: list[_StartRun[ParamsT]] = []
+    for index, seed in enumerate(start_seeds(options.seed, options.n_init)):
+        # Later starts are skipped once time is up or the caller cancelled; the first always runs
+        # so there is a state to return.
+        if runs and (_past(deadline) or hooks.should_cancel()):
+            break
+        params = model.initialize(np.random.default_rng(seed))
+        runs.append(_run_start(model, options, hooks, index, seed, params, deadline))
+        if runs[-1].stop_reason in ("cancelled", "time_limit"):
+            break
+
+    best = max(runs, key=lambda run: run.log_likelihood)  # first of equals wins: max() keeps it
+    return _outcome(model, options, best, runs, time.monotonic() - started)
+
+
+def _run_start(
+    model: MixtureModel[ParamsT],
+    options: EMOptions,
+    hooks: Hooks,
+    index: int,
+    seed: int,
+    params: ParamsT,
+    deadline: float | None,
+) -> _StartRun[ParamsT]:
+    n_obs = model.n_observations
+    log_likelihood, log_resp = model.e_step(params)
+    run = _StartRun(seed=seed, params=params, log_likelihood=log_likelihood, log_resp=log_resp)
+    warnings: dict[str, None] = {}  # ordered set: a warning repeated every iteration is said once
+
+    for iteration in range(1, options.max_iter + 1):
+        if hooks.should_cancel():
+            run.stop_reason = "cancelled"
+            break
+        if _past(deadline):
+            run.stop_reason = "time_limit"
+            break
+        params, step_warnings = model.m_step(log_resp, params)
+        warnings.update(dict.fromkeys(step_warnings))
+        new_log_likelihood, log_resp = model.e_step(params)
+        delta = (new_log_likelihood - log_likelihood) / n_obs
+        log_likelihood = new_log_likelihood
+        run.params, run.log_likelihood, run.log_resp, run.n_iter = params, log_likelihood, log_resp, iteration
+        if options.trace != "none":
+            run.trace.append((iteration, log_likelihood, delta))
+            run.trace_params.append(params if options.trace == "params" else None)
+        hooks.on_iteration(index, iteration, log_likelihood, delta)
+        if options.tol > 0 and abs(delta) <= options.tol:
+            run.stop_reason = "converged"
+            break
+    run.warnings = list(warnings)
+    return run
+
+
+def _outcome(
+    model: MixtureModel[ParamsT],
+    options: EMOptions,
+    best: _StartRun[ParamsT],
+    runs: Sequence[_StartRun[ParamsT]],
+    elapsed_s: float,
+) -> FitOutcome[ParamsT]:
+    params, log_resp = best.params, best.log_resp
+    order: NDArray[np.intp] | None = None
+    if options.canonical_order:
+        order = model.canonical_order(params)
+        params = model.permute(params, order)
+        log_resp = log_resp[:, order]
+
+    def trace_params(snapshot: ParamsT | None) -> dict[str, Any] | None:
+        if snapshot is None:
+            return None
+        return model.to_dict(snapshot if order is None else model.permute(snapshot, order))
+
+    trace = [
+        TraceEntry(iteration=i, log_likelihood=ll, delta=d, params=trace_params(p))
+        for (i, ll, d), p in zip(best.trace, best.trace_params, strict=True)
+    ]
+    restarts = [
+        RestartSummary(
+            seed=run.seed,
+            log_likelihood=run.log_likelihood,
+            n_iter=run.n_iter,
+            converged=run.stop_reason == "converged",
+        )
+        for run in runs
+    ]
+    _check_finite(best.log_likelihood)
+    return FitOutcome(
+        params=params,
+        log_likelihood=best.log_likelihood,
+        log_resp=log_resp,
+        n_iter=best.n_iter,
+        converged=best.stop_reason == "converged",
+        stop_reason=best.stop_reason,
+        trace=trace,
+        restarts=restarts,
+        warnings=best.warnings,
+        elapsed_s=elapsed_s,
+    )
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _check_finite(log_likelihood: float) -> None:
+    if not np.isfinite(log_likelihood):
+        raise EMError(
+            "the fit became numerically degenerate (log-likelihood is not finite); "
+            "try fewer components, a larger reg_covar, or other starting parameters"
+        )

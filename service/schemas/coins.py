@@ -1,0 +1,81 @@
+"""Request and result of the K-coin binomial mixture fit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
+
+Probability = Annotated[float, Field(gt=0, lt=1)]
+Weight = Annotated[float, Field(ge=0, le=1)]
+
+
+class CoinCounts(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    heads: int = Field(ge=0, le=10**15)
+    tails: int = Field(ge=0, le=10**15)
+
+    @model_validator(mode="after")
+    def _at_least_one_flip(self) -> Self:
+        if self.heads + self.tails < 1:
+            raise ValueError("an experiment needs at least one flip (heads + tails >= 1)")
+        return self
+
+
+class CoinInit(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    biases: list[Probability] = Field(min_length=1, description="P(heads) per coin, each in (0, 1)")
+    weights: list[Weight] | None = Field(None, description="mixing weights, >= 0, summing to 1")
+
+
+class CoinFitRequest(FitOptions):
+    """Experiments of coin flips, each by one of K coins of unknown bias."""
+
+    sequences: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="one string per experiment, flips of the same coin as H/T (any case; spaces ignored)",
+    )
+    counts: list[CoinCounts] | None = Field(None, min_length=1, description="the same as heads/tails counts")
+    n_coins: int = Field(2, ge=1, description="K, the number of coins")
+    init: CoinInit | None = Field(
+        None, description="starting point; results then keep this component order, and n_init must be 1"
+    )
+    fit_weights: bool = Field(
+        False,
+        description="false: each experiment's coin is uniform (or init.weights) and stays fixed, as in "
+        "Do & Batzoglou; true: mixing weights are estimated too",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.sequences is None) == (self.counts is None):
+            raise ValueError("give exactly one of sequences or counts")
+        if self.init is not None:
+            if len(self.init.biases) != self.n_coins:
+                raise ValueError(f"init.biases has {len(self.init.biases)} values, expected n_coins = {self.n_coins}")
+            if self.init.weights is not None and len(self.init.weights) != self.n_coins:
+                raise ValueError(f"init.weights has {len(self.init.weights)} values, expected n_coins = {self.n_coins}")
+            if self.n_init != 1:
+                raise ValueError("n_init must be 1 when init is given (every start would be the same)")
+        return self
+
+    @property
+    def n_experiments(self) -> int:
+        return len(self.sequences if self.sequences is not None else self.counts or [])
+
+
+class CoinParamsOut(BaseModel):
+    biases: list[float] = Field(description="P(heads) per coin")
+    weights: list[float] = Field(description="mixing weights")
+
+
+class CoinFitResult(FitResultBase):
+    model: Literal["coins"] = "coins"
+    params: CoinParamsOut
+    log_likelihood: float = Field(description="observed-data log-likelihood (no binomial coefficient)")
+    responsibilities: list[list[float]] = Field(description="P(coin k | experiment), one row per experiment")

@@ -1,0 +1,30 @@
+"""Service settings: one pydantic-settings class, read from ``EM_*`` environment variables at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Limits, workers and storage. Fixed once the app is built; tests pass their own instance."""
+
+    model_config = SettingsConfigDict(env_prefix="EM_", frozen=True)
+
+    # Per-fit caps: a request above one is answered 422 naming the cap.
+    max_iter_cap: int = Field(10_000, ge=1, description="largest max_iter a request may ask for")
+    n_init_cap: int = Field(100, ge=1, description="largest n_init a request may ask for")
+    default_time_limit_s: float = Field(60.0, gt=0, description="time budget of a fit that names none")
+    time_limit_cap_s: float = Field(3600.0, gt=0, description="largest time_limit_s a request may ask for")
+    max_points: int = Field(2_000_000, ge=1, description="most points (or experiments) in one fit")
+    max_features: int = Field(1024, ge=1, description="most dimensions of a point")
+    max_components: int = Field(256, ge=1, description="most mixture components / coins")
+    max_cells: int = Field(
+        200_000_000, ge=1, description="most points x dimensions x components in one fit (memory and time)"
+    )
+
+    data_dir: Path = Field(Path("data"), description="where stored jobs live")
+    host: str = "127.0.0.1"
+    port: int = 8000
