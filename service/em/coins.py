@@ -94,8 +94,24 @@ class CoinMixture:
     def initialize(self, rng: np.random.Generator) -> CoinParams:
         if self.given_biases is not None:
             return CoinParams(biases=self.given_biases, weights=self.fixed_weights)
-        # Uniform in (0.05, 0.95): away from 0 and 1, where one unlucky draw would pin a coin.
-        return CoinParams(biases=rng.uniform(0.05, 0.95, self.n_coins), weights=self.fixed_weights)
+        return CoinParams(biases=self._seed_biases(rng), weights=self.fixed_weights)
+
+    def _seed_biases(self, rng: np.random.Generator) -> FloatArray:
+        """k-means++ over the experiments' head proportions: starts near distinct groups of experiments.
+
+        A blind uniform start can leave a coin owning no experiment when experiments are long (the
+        responsibilities are then nearly 0/1) and EM never recovers; seeds drawn from the data do not.
+        """
+        proportions = (self.heads + 0.5) / (self.flips + 1.0)  # smoothed: never exactly 0 or 1
+        chosen = [proportions[rng.integers(proportions.size)]]
+        for _ in range(1, self.n_coins):
+            distance = np.min(np.square(proportions[:, None] - np.asarray(chosen)[None, :]), axis=1)
+            total = distance.sum()
+            if total > 0:
+                chosen.append(proportions[rng.choice(proportions.size, p=distance / total)])
+            else:  # every experiment looks alike: spread the rest of the coins at random
+                chosen.append(rng.uniform(0.05, 0.95))
+        return np.asarray(chosen, dtype=np.float64)
 
     def _log_joint(self, params: CoinParams) -> FloatArray:
         # log P(experiment i, coin k); xlogy makes 0 * log 0 = 0 for a coin at bias 0 or 1.

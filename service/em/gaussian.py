@@ -81,19 +81,26 @@ _COVARIANCE_ESTIMATORS: dict[str, Callable[[FloatArray, FloatArray, FloatArray, 
 # --- precisions: Cholesky factors of the inverse covariances, with a floor for collapsed components ---
 
 
-def _cholesky_precision(covariance: FloatArray) -> FloatArray | None:
+def _cholesky_precision(covariance: FloatArray, floor: float) -> FloatArray | None:
+    """The precision's Cholesky factor, or None when the covariance is singular *or nearly so*.
+
+    Nearly: a conditional variance (a squared Cholesky pivot) below ``floor``. Such a component sits on
+    a single point or a line; its density, and so the likelihood, is then ruled by rounding noise.
+    """
     try:
         cov_chol = linalg.cholesky(covariance, lower=True)
     except linalg.LinAlgError:
+        return None
+    if np.min(np.diag(cov_chol)) ** 2 < floor:
         return None
     result: FloatArray = linalg.solve_triangular(cov_chol, np.eye(len(covariance)), lower=True).T
     return result
 
 
 def _variance_floor(X: FloatArray) -> float:
-    """A variance small against the data's spread but far above rounding: used only when a component collapses."""
+    """The least variance a component may have: tiny against the data's spread, far above rounding noise."""
     spread = float(np.mean(np.var(X, axis=0))) if len(X) > 1 else 0.0
-    return max(spread, 1.0) * 1e-10
+    return spread * 1e-10 if spread > 0 else 1e-10
 
 
 def _regularise_until_pd(covariance: FloatArray, floor: float) -> tuple[FloatArray, FloatArray]:
@@ -102,7 +109,7 @@ def _regularise_until_pd(covariance: FloatArray, floor: float) -> tuple[FloatArr
     covariance = (covariance + covariance.T) / 2
     while True:
         covariance.flat[:: len(covariance) + 1] += bump
-        prec_chol = _cholesky_precision(covariance)
+        prec_chol = _cholesky_precision(covariance, floor)
         if prec_chol is not None:
             return covariance, prec_chol
         bump *= 10
@@ -117,19 +124,19 @@ def precisions_from_covariances(
         covariances = covariances.copy()
         prec = np.empty_like(covariances)
         for k, cov in enumerate(covariances):
-            chol = _cholesky_precision(cov)
+            chol = _cholesky_precision(cov, floor)
             if chol is None:
                 collapsed.append(k)
                 covariances[k], chol = _regularise_until_pd(cov, floor)
             prec[k] = chol
         return covariances, prec, collapsed
     if covariance_type == "tied":
-        chol = _cholesky_precision(covariances)
+        chol = _cholesky_precision(covariances, floor)
         if chol is None:
             collapsed.append(0)
             covariances, chol = _regularise_until_pd(covariances, floor)
         return covariances, chol, collapsed
-    bad = ~(covariances > 0) if covariance_type == "spherical" else np.any(~(covariances > 0), axis=1)
+    bad = ~(covariances >= floor) if covariance_type == "spherical" else np.any(~(covariances >= floor), axis=1)
     if np.any(bad):
         collapsed = np.flatnonzero(bad).tolist()
         covariances = np.maximum(covariances, floor)
@@ -279,7 +286,9 @@ class GaussianMixture:
         )
         if given_covariances is not None and collapsed:
             raise InvalidParameterError(
-                f"init.covariances of component(s) {collapsed} are not positive definite", "init.covariances"
+                f"init.covariances of component(s) {collapsed} are not positive definite (or have a variance "
+                f"below {self.floor:.3g}, 1e-10 of the data's spread)",
+                "init.covariances",
             )
         return GaussianParams(filled_weights, filled_means, covariances_out, prec_chol)
 

@@ -1,0 +1,103 @@
+"""The coin mixture against the Do & Batzoglou paper, closed forms, and EM's laws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.em.coins import CoinMixture, parse_sequences
+from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.loop import EMOptions, run_em
+from tests.conftest import DO_BATZOGLOU
+
+
+def _do_batzoglou(max_iter: int, tol: float = 0.0):
+    heads, tails = parse_sequences(DO_BATZOGLOU)
+    model = CoinMixture(heads, tails, 2, biases=np.array([0.6, 0.5]))
+    return run_em(model, EMOptions(max_iter=max_iter, tol=tol, trace="params", canonical_order=False))
+
+
+def test_do_batzoglou_first_iteration_matches_paper():
+    outcome = _do_batzoglou(max_iter=1)
+    np.testing.assert_allclose(outcome.params.biases, [0.71, 0.58], atol=0.005)
+
+
+def test_do_batzoglou_ten_iterations_match_paper():
+    outcome = _do_batzoglou(max_iter=10)
+    np.testing.assert_allclose(outcome.params.biases, [0.80, 0.52], atol=0.005)
+    np.testing.assert_allclose(outcome.params.biases, [0.7967, 0.5197], atol=5e-5)
+
+
+def test_do_batzoglou_converges_to_paper_values():
+    outcome = _do_batzoglou(max_iter=1000, tol=1e-12)
+    assert outcome.converged and outcome.stop_reason == "converged"
+    np.testing.assert_allclose(outcome.params.biases, [0.7968, 0.5196], atol=5e-5)
+
+
+def test_do_batzoglou_first_step_by_hand():
+    # One E-step and M-step written out from the binomial likelihoods (the paper's figure 1b).
+    heads, tails = parse_sequences(DO_BATZOGLOU)
+    like_a = 0.6**heads * 0.4**tails
+    like_b = 0.5**heads * 0.5**tails
+    resp_a = like_a / (like_a + like_b)
+    expected = [
+        np.sum(resp_a * heads) / np.sum(resp_a * (heads + tails)),
+        np.sum((1 - resp_a) * heads) / np.sum((1 - resp_a) * (heads + tails)),
+    ]
+    np.testing.assert_allclose(_do_batzoglou(max_iter=1).params.biases, expected, rtol=1e-12)
+
+
+def test_single_coin_is_the_pooled_proportion():
+    heads, tails = np.array([3.0, 7.0, 0.0]), np.array([5.0, 1.0, 4.0])
+    outcome = run_em(CoinMixture(heads, tails, 1), EMOptions(max_iter=5))
+    assert outcome.params.biases[0] == pytest.approx(10 / 20)
+    expected_ll = 10 * np.log(0.5) + 10 * np.log(0.5)
+    assert outcome.log_likelihood == pytest.approx(expected_ll)
+
+
+def test_million_flip_experiments_neither_underflow_nor_overflow():
+    heads = np.array([700_000.0, 300_000.0, 710_000.0, 290_000.0])
+    tails = 1_000_000.0 - heads
+    outcome = run_em(CoinMixture(heads, tails, 2), EMOptions(max_iter=200, seed=3))
+    assert np.isfinite(outcome.log_likelihood)
+    np.testing.assert_allclose(outcome.params.biases, [0.705, 0.295], atol=1e-9)
+    assert np.all(np.isfinite(outcome.log_resp))
+
+
+def test_fitted_weights_recover_the_mixing_proportions():
+    rng = np.random.default_rng(0)
+    coins = rng.choice(2, size=4000, p=[0.25, 0.75])
+    heads = rng.binomial(50, np.array([0.9, 0.2])[coins]).astype(float)
+    outcome = run_em(CoinMixture(heads, 50 - heads, 2, fit_weights=True), EMOptions(max_iter=500, n_init=3, seed=1))
+    np.testing.assert_allclose(outcome.params.biases, [0.9, 0.2], atol=0.01)
+    np.testing.assert_allclose(outcome.params.weights, [0.25, 0.75], atol=0.02)
+
+
+def test_unknown_character_is_named():
+    with pytest.raises(InvalidParameterError, match=r"sequences\[1\] has 'X' at position 2"):
+        parse_sequences(["HT", "hTx h"])
+
+
+def test_more_coins_than_experiments_is_rejected():
+    with pytest.raises(DegenerateDataError, match="n_coins is 3"):
+        CoinMixture(np.array([1.0, 2.0]), np.array([1.0, 1.0]), 3)
+
+
+experiments = st.lists(
+    st.tuples(st.integers(0, 60), st.integers(0, 60)).filter(lambda ht: sum(ht) > 0), min_size=3, max_size=40
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=experiments, n_coins=st.integers(1, 3), fit_weights=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_monotonic_likelihood(data, n_coins, fit_weights, seed):
+    heads, tails = (np.array(column, dtype=float) for column in zip(*data, strict=True))
+    outcome = run_em(CoinMixture(heads, tails, n_coins, fit_weights), EMOptions(max_iter=40, tol=0, seed=seed))
+    lls = np.array([t.log_likelihood for t in outcome.trace])
+    deltas = np.array([t.delta for t in outcome.trace])
+    # EM never decreases the likelihood; only the last bits of a float sum may wobble at a fixed point.
+    assert np.all(np.diff(lls) >= -1e-12 * np.abs(lls[1:]))
+    assert np.all(deltas >= -1e-12 * np.abs(lls) / len(heads))
+    np.testing.assert_allclose(np.exp(outcome.log_resp).sum(axis=1), 1.0, rtol=1e-12)

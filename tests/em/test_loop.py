@@ -1,0 +1,122 @@
+"""The EM driver's contract: tolerance, limits, restarts, seeds and trace, for every model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.em.coins import CoinMixture
+from service.em.gaussian import GaussianMixture
+from service.em.loop import EMOptions, Hooks, run_em, start_seeds
+
+
+def _gaussian_model(seed: int = 0) -> GaussianMixture:
+    rng = np.random.default_rng(seed)
+    X = np.vstack([rng.normal(0, 1, (80, 2)), rng.normal(3, 1, (80, 2)), rng.normal([0, 4], 0.5, (40, 2))])
+    return GaussianMixture(X, 3, "full")
+
+
+def _coin_model(seed: int = 0) -> CoinMixture:
+    rng = np.random.default_rng(seed)
+    heads = rng.binomial(20, rng.choice([0.2, 0.5, 0.8], 60)).astype(float)
+    return CoinMixture(heads, 20 - heads, 3, fit_weights=True)
+
+
+MODELS = {"gaussian": _gaussian_model, "coins": _coin_model}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    model_name=st.sampled_from(sorted(MODELS)),
+    max_iter=st.integers(1, 60),
+    tol=st.sampled_from([0.0, 1e-12, 1e-8, 1e-5, 1e-3, 1e-1]),
+    n_init=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_converged_agrees_with_tol_and_n_iter_bounded(model_name, max_iter, tol, n_init, seed):
+    outcome = run_em(MODELS[model_name](), EMOptions(max_iter=max_iter, tol=tol, n_init=n_init, seed=seed))
+    deltas = [t.delta for t in outcome.trace]
+    assert 1 <= outcome.n_iter <= max_iter
+    assert len(outcome.trace) == outcome.n_iter
+    assert [t.iteration for t in outcome.trace] == list(range(1, outcome.n_iter + 1))
+    # Converged exactly when the last |delta| met tol; every earlier one did not (or the run would have stopped).
+    assert outcome.converged == (tol > 0 and abs(deltas[-1]) <= tol)
+    assert all(abs(d) > tol for d in deltas[:-1]) or tol == 0
+    assert outcome.stop_reason == ("converged" if outcome.converged else "max_iter")
+    assert outcome.log_likelihood == max(r.log_likelihood for r in outcome.restarts)
+    assert outcome.log_likelihood == outcome.trace[-1].log_likelihood
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_same_seed_same_answer(model_name):
+    first = run_em(MODELS[model_name](), EMOptions(n_init=3, seed=123, trace="params"))
+    second = run_em(MODELS[model_name](), EMOptions(n_init=3, seed=123, trace="params"))
+    assert first.trace == second.trace
+    assert first.restarts == second.restarts
+    np.testing.assert_array_equal(first.log_resp, second.log_resp)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_restart_seed_replays_that_start(model_name):
+    outcome = run_em(MODELS[model_name](), EMOptions(n_init=4, seed=7, tol=1e-10, max_iter=300))
+    for restart in outcome.restarts:
+        alone = run_em(MODELS[model_name](), EMOptions(n_init=1, seed=restart.seed, tol=1e-10, max_iter=300))
+        assert alone.log_likelihood == restart.log_likelihood
+        assert alone.n_iter == restart.n_iter
+
+
+def test_start_seeds_begin_with_the_given_seed_and_are_distinct():
+    seeds = start_seeds(99, 5)
+    assert seeds[0] == 99 and len(set(seeds)) == 5
+    assert start_seeds(99, 5) == seeds
+
+
+def test_different_seeds_explore_different_starts():
+    lls = {run_em(_gaussian_model(), EMOptions(max_iter=2, tol=0, seed=s)).log_likelihood for s in range(5)}
+    assert len(lls) > 1
+
+
+def test_trace_params_follow_the_returned_component_order():
+    outcome = run_em(_gaussian_model(), EMOptions(trace="params", seed=1, max_iter=200))
+    last = outcome.trace[-1].params
+    np.testing.assert_array_equal(last["means"], outcome.params.means.tolist())
+    means = np.array(last["means"])
+    assert [tuple(m) for m in means] == sorted(tuple(m) for m in means)
+
+
+def test_trace_none_records_nothing_but_counts_iterations():
+    outcome = run_em(_coin_model(), EMOptions(trace="none", max_iter=5, tol=0))
+    assert outcome.trace == [] and outcome.n_iter == 5
+
+
+class _CancelAfter(Hooks):
+    def __init__(self, iterations: int) -> None:
+        self.seen: list[int] = []
+        self.iterations = iterations
+
+    def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
+        self.seen.append(iteration)
+
+    def should_cancel(self) -> bool:
+        return len(self.seen) >= self.iterations
+
+
+def test_cancel_stops_with_a_consistent_state():
+    hooks = _CancelAfter(3)
+    outcome = run_em(_gaussian_model(), EMOptions(max_iter=100, tol=0, n_init=3, seed=0), hooks)
+    assert outcome.stop_reason == "cancelled" and not outcome.converged
+    assert outcome.n_iter == 3 and hooks.seen == [1, 2, 3]
+    assert len(outcome.restarts) == 1
+
+
+def test_time_limit_stops_and_returns_current_state():
+    rng = np.random.default_rng(0)
+    model = GaussianMixture(rng.normal(size=(20_000, 4)), 6, "full")
+    outcome = run_em(model, EMOptions(max_iter=10_000, tol=0, time_limit_s=0.3, seed=0))
+    assert outcome.stop_reason == "time_limit" and not outcome.converged
+    assert 0 < outcome.n_iter < 10_000
+    assert outcome.elapsed_s < 5
+    recomputed, _ = model.e_step(model.permute(outcome.params, np.arange(6)))
+    assert recomputed == pytest.approx(outcome.log_likelihood, rel=1e-12)
