@@ -247,6 +247,14 @@ class GaussianMixture:
         self.given_means = None if init_means is None else self._shape_means(init_means)
         self.given_covariances = None if init_covariances is None else self._shape_covariances(init_covariances)
         self.given_weights = None if init_weights is None else check_weights(init_weights, n_components, "init.weights")
+        if self.given_covariances is not None:
+            _, _, collapsed = precisions_from_covariances(self.given_covariances, covariance_type, self.floor)
+            if collapsed:
+                raise InvalidParameterError(
+                    f"init.covariances of component(s) {collapsed} are not positive definite (or have a variance "
+                    f"below {self.floor:.3g}, 1e-10 of the data's spread)",
+                    "init.covariances",
+                )
 
     @property
     def n_observations(self) -> int:
@@ -281,15 +289,9 @@ class GaussianMixture:
                 if given_covariances is not None
                 else _COVARIANCE_ESTIMATORS[self.covariance_type](resp, self.X, nk, filled_means, self.reg_covar)
             )
-        covariances_out, prec_chol, collapsed = precisions_from_covariances(
+        covariances_out, prec_chol, _ = precisions_from_covariances(
             filled_covariances, self.covariance_type, self.floor
         )
-        if given_covariances is not None and collapsed:
-            raise InvalidParameterError(
-                f"init.covariances of component(s) {collapsed} are not positive definite (or have a variance "
-                f"below {self.floor:.3g}, 1e-10 of the data's spread)",
-                "init.covariances",
-            )
         return GaussianParams(filled_weights, filled_means, covariances_out, prec_chol)
 
     def _initial_resp(self, rng: np.random.Generator) -> FloatArray:

@@ -73,13 +73,14 @@ class GaussianSolution:
     responsibilities: FloatArray | None
 
 
-def solve_coins(task: CoinTask, hooks: Hooks | None = None) -> CoinSolution:
+def build_coin_model(task: CoinTask) -> CoinMixture:
+    """The model a task describes; raises :class:`EMError` for anything that cannot be fitted, before any work."""
     if task.sequences is not None:
         heads, tails = parse_sequences(task.sequences)
     else:
         assert task.heads is not None and task.tails is not None
         heads, tails = task.heads, task.tails
-    model = CoinMixture(
+    return CoinMixture(
         heads,
         tails,
         task.n_coins,
@@ -87,12 +88,11 @@ def solve_coins(task: CoinTask, hooks: Hooks | None = None) -> CoinSolution:
         _array_or_none(task.init_weights),
         _array_or_none(task.init_biases),
     )
-    outcome = run_em(model, _ordered(task.options, given=task.init_biases is not None), hooks)
-    return CoinSolution(outcome, model.to_dict(outcome.params), np.exp(outcome.log_resp))
 
 
-def solve_gaussian(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
-    model = GaussianMixture(
+def build_gaussian_model(task: GaussianTask) -> GaussianMixture:
+    """The model a task describes; raises :class:`EMError` for anything that cannot be fitted, before any work."""
+    return GaussianMixture(
         task.X,
         task.n_components,
         task.covariance_type,
@@ -102,6 +102,16 @@ def solve_gaussian(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSo
         task.init_covariances,
         task.init_weights,
     )
+
+
+def solve_coins(task: CoinTask, hooks: Hooks | None = None) -> CoinSolution:
+    model = build_coin_model(task)
+    outcome = run_em(model, _ordered(task.options, given=task.init_biases is not None), hooks)
+    return CoinSolution(outcome, model.to_dict(outcome.params), np.exp(outcome.log_resp))
+
+
+def solve_gaussian(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
+    model = build_gaussian_model(task)
     outcome = run_em(model, _ordered(task.options, given=task.init_means is not None), hooks)
     n_samples = model.n_observations
     n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)

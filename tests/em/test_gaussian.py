@@ -157,7 +157,7 @@ def test_bad_init_shapes_are_named():
     with pytest.raises(InvalidParameterError, match="expected \\(2, 3\\) for covariance_type 'diag'"):
         GaussianMixture(X, 2, "diag", init_covariances=np.ones((2, 2)))
     with pytest.raises(InvalidParameterError, match="not positive definite"):
-        run_em(GaussianMixture(X, 2, init_covariances=-np.ones((2, 3, 3))), EMOptions())
+        GaussianMixture(X, 2, init_covariances=-np.ones((2, 3, 3)))
 
 
 def test_one_dimensional_flat_init_is_accepted():
