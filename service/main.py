@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI
 
-from service.api import fit, health
+from service.api import fit, health, jobs
 from service.api.errors import install_error_handlers
+from service.jobs.manager import JobLimits, LocalJobManager
+from service.jobs.store import SQLiteJobStore
 from service.settings import Settings
 
 DESCRIPTION = """
@@ -30,14 +30,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Fits run in threads (numpy releases the GIL); no more at once than there are cores to run them.
-        app.state.fit_limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
-        yield
+        limits = JobLimits(
+            workers=settings.workers, queue_size=settings.queue_size, retention_s=settings.job_retention_s
+        )
+        jobs = LocalJobManager(SQLiteJobStore(settings.data_dir), limits)
+        await jobs.start()
+        app.state.jobs = jobs
+        try:
+            yield
+        finally:
+            await jobs.stop()
 
     app = FastAPI(title="EM fitting service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(fit.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
     return app
 

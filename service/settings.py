@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -17,7 +18,7 @@ class Settings(BaseSettings):
     max_iter_cap: int = Field(10_000, ge=1, description="largest max_iter a request may ask for")
     n_init_cap: int = Field(100, ge=1, description="largest n_init a request may ask for")
     default_time_limit_s: float = Field(60.0, gt=0, description="time budget of a fit that names none")
-    time_limit_cap_s: float = Field(3600.0, gt=0, description="largest time_limit_s a request may ask for")
+    time_limit_cap_s: float = Field(6 * 3600.0, gt=0, description="largest time_limit_s a request may ask for")
     max_points: int = Field(2_000_000, ge=1, description="most points (or experiments) in one fit")
     max_features: int = Field(1024, ge=1, description="most dimensions of a point")
     max_components: int = Field(256, ge=1, description="most mixture components / coins")
@@ -28,3 +29,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="where stored jobs live")
     host: str = "127.0.0.1"
     port: int = 8000
+
+    # Jobs: worker processes, the queue in front of them, and how long records are kept.
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="fit worker processes")
+    queue_size: int = Field(64, ge=1, description="jobs waiting for a worker before new ones get 503")
+    job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="how long finished jobs are kept")
+    default_job_time_limit_s: float = Field(3600.0, gt=0, description="time budget of an async job that names none")

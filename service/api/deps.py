@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from service.jobs.manager import JobManager
 from service.settings import Settings
 
 
@@ -11,3 +12,9 @@ def get_settings(request: Request) -> Settings:
     """The settings the app was built with (fixed at start-up, replaceable in tests via create_app)."""
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_jobs(request: Request) -> JobManager:
+    """The job manager the lifespan started."""
+    jobs: JobManager = request.app.state.jobs
+    return jobs

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.em.errors import EMError
+from service.jobs.models import FitFailed, JobAlreadyFinished, JobNotFound, QueueFull
+from service.jobs.store import InvalidCursor
 
 logger = logging.getLogger("service.errors")
 
@@ -40,6 +42,31 @@ async def _em_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+async def _job_finished(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QueueFull)
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
+    detail = [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+async def _fit_failed(request: Request, exc: Exception) -> JSONResponse:
+    """A synchronous fit whose job ended without a result: cancelled by someone (409) or the worker failed (503)."""
+    assert isinstance(exc, FitFailed)
+    status = 409 if exc.error.get("type") == "cancelled" else 503
+    return JSONResponse(status_code=status, content={"detail": exc.error.get("message", "the fit failed")})
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(status_code=500, content={"detail": "internal server error"})
@@ -48,4 +75,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(EMError, _em_error)
+    app.add_exception_handler(JobNotFound, _job_not_found)
+    app.add_exception_handler(JobAlreadyFinished, _job_finished)
+    app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(InvalidCursor, _invalid_cursor)
+    app.add_exception_handler(FitFailed, _fit_failed)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -67,3 +67,9 @@ class FitResultBase(BaseModel):
     warnings: list[str]
     job_id: str
     elapsed_ms: float = Field(description="server time spent fitting")
+
+
+class Message(BaseModel):
+    """An error that is not about one field: ``{"detail": "what went wrong"}``."""
+
+    detail: str

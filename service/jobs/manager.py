@@ -1,0 +1,359 @@
+"""Jobs as routes see them: submit, read, list, cancel, follow. One interface, one local implementation.
+
+:class:`JobManager` is all a route uses. :class:`LocalJobManager` runs jobs in this host's worker
+processes and keeps records in a :class:`~service.jobs.store.JobStore`; a shared-queue version for
+several API replicas (Redis streams for the queue and events, say) would implement the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import anyio
+
+from service.jobs.models import (
+    FINAL_STATUSES,
+    JobAlreadyFinished,
+    JobNotFound,
+    JobRecord,
+    JobStatus,
+    QueueFull,
+    WorkItem,
+    new_job_id,
+)
+from service.jobs.pool import Message, WorkerPool, describe_exit
+from service.jobs.store import JobStore
+
+logger = logging.getLogger("service.jobs")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One SSE event: ``iteration`` (data: start, iteration, log-likelihood, delta) or a final status."""
+
+    id: int
+    kind: str
+    data: dict[str, Any] | None = None  # None for the final event: the route renders the job itself
+
+    @property
+    def final(self) -> bool:
+        return self.kind in FINAL_STATUSES
+
+
+class JobManager(Protocol):
+    @property
+    def ready(self) -> bool: ...
+    def stats(self) -> dict[str, int]: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def submit(self, kind: str, item: WorkItem, request: dict[str, Any]) -> JobRecord: ...
+    async def wait(self, job_id: str) -> JobRecord: ...
+    async def get(self, job_id: str) -> JobRecord: ...
+    async def list(self, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]: ...
+    async def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
+        """Cancel a queued or running job; the flag says whether it was cancelled already."""
+        ...
+
+    def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]: ...
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    workers: int
+    queue_size: int
+    retention_s: float
+    cancel_grace_s: float = 1.0
+    time_limit_grace_s: float = 5.0
+    replay_window_s: float = 60.0  # how long a finished job's live events stay in memory for late followers
+    progress_write_interval_s: float = 1.0
+
+
+@dataclass(eq=False)
+class _ActiveJob:
+    record: JobRecord
+    item: WorkItem | None  # dropped once handed to a worker: the parent need not hold the data
+    time_limit_s: float
+    events: list[JobEvent] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_requested_at: float | None = None
+    timed_out: bool = False
+    last_progress_write: float = 0.0
+
+    def add_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
+        self.events.append(JobEvent(len(self.events) + 1, kind, data))
+
+
+class LocalJobManager:
+    def __init__(self, store: JobStore, limits: JobLimits) -> None:
+        self.store, self.limits = store, limits
+        self.pool = WorkerPool(limits.workers, self._on_message)
+        self._active: dict[str, _ActiveJob] = {}
+        self._pending: deque[str] = deque()
+        self._ready = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.pool.alive
+
+    def stats(self) -> dict[str, int]:
+        return {"queued": len(self._pending), "busy_workers": self.pool.busy_count, "workers": self.limits.workers}
+
+    async def start(self) -> None:
+        now = time.time()
+        interrupted = self.store.fail_unfinished(
+            "the service stopped while this job was queued or running; submit it again", now
+        )
+        if interrupted:
+            logger.warning("marked %d job(s) interrupted by the previous shutdown as failed", interrupted)
+        self.store.purge(now - self.limits.retention_s)
+        await anyio.to_thread.run_sync(self.pool.start, asyncio.get_running_loop())
+        self._watchdog = asyncio.create_task(self._watch())
+        self._ready = True
+
+    async def stop(self) -> None:
+        self._ready = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        # Jobs cannot outlive the process: fail them now, so nothing is left "running" in the store.
+        for active in list(self._active.values()):
+            if not active.record.finished:
+                self._finish(
+                    active,
+                    "failed",
+                    error={
+                        "type": "interrupted",
+                        "message": "the service shut down while this job was queued or running; submit it again",
+                    },
+                )
+        await anyio.to_thread.run_sync(self.pool.stop)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        self.store.close()
+
+    # --- the interface ---
+
+    async def submit(self, kind: str, item: WorkItem, request: dict[str, Any]) -> JobRecord:
+        if len(self._pending) >= self.limits.queue_size:
+            raise QueueFull(self.limits.queue_size, retry_after_s=max(1, len(self._pending) // self.limits.workers))
+        record = JobRecord(id=new_job_id(), kind=kind, status="queued", created_at=time.time(), request=request)
+        self.store.insert(record)
+        self._active[record.id] = _ActiveJob(record, item, item.time_limit_s)
+        self._pending.append(record.id)
+        self._dispatch()
+        return record
+
+    async def wait(self, job_id: str) -> JobRecord:
+        active = self._active.get(job_id)
+        if active is None:
+            return await self.get(job_id)
+        await active.done.wait()
+        return active.record
+
+    async def get(self, job_id: str) -> JobRecord:
+        active = self._active.get(job_id)
+        if active is not None:
+            return active.record
+        record = await anyio.to_thread.run_sync(self.store.get, job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    async def list(self, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
+        records, next_cursor = await anyio.to_thread.run_sync(self.store.list, limit, cursor)
+        # Jobs of this process carry fresher progress in memory than the throttled copy in the store.
+        fresh = [self._active[r.id].record if r.id in self._active else r for r in records]
+        return [_without_result(r) for r in fresh], next_cursor
+
+    async def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
+        active = self._active.get(job_id)
+        record = active.record if active is not None else await self.get(job_id)
+        if record.status == "cancelled":
+            return record, True
+        if record.finished or active is None:
+            raise JobAlreadyFinished(job_id, record.status)
+        if record.status == "queued":
+            self._pending.remove(job_id)
+            self._finish(active, "cancelled")
+        elif active.cancel_requested_at is None:
+            active.cancel_requested_at = time.monotonic()
+            self.pool.cancel(job_id)
+        return record, False
+
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
+        active = self._active.get(job_id)
+        if active is None:
+            async for event in self._replay_stored(job_id, after):
+                yield event
+            return
+        seen = after
+        while True:
+            async with active.changed:
+                await active.changed.wait_for(partial(_has_more, active, seen))
+            batch = active.events[seen:]
+            seen += len(batch)
+            for event in batch:
+                yield event
+                if event.final:
+                    return
+
+    async def _replay_stored(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
+        """A job no longer in memory: its stored trace (the returned start's iterations), then its end."""
+        import orjson
+
+        record = await self.get(job_id)
+        events: list[JobEvent] = []
+        if record.result is not None:
+            for entry in orjson.loads(record.result).get("trace", []):
+                data = {k: entry[k] for k in ("iteration", "log_likelihood", "delta")}
+                events.append(JobEvent(len(events) + 1, "iteration", data))
+        events.append(JobEvent(len(events) + 1, record.status if record.finished else "failed"))
+        for event in events[after:]:
+            yield event
+
+    # --- worker messages (event loop thread) ---
+
+    def _on_message(self, job_id: str, message: Message) -> None:
+        active = self._active.get(job_id)
+        kind = message[0]
+        if active is not None and not active.record.finished:
+            if kind == "started":
+                active.record.status = "running"
+                active.record.started_at = message[2]
+                self.store.mark_running(job_id, message[2])
+            elif kind == "progress":
+                self._on_progress(active, message[2])
+            elif kind == "finished":
+                _, _, status, result, error = message
+                self._finish(active, status, result=result, error=error)
+            elif kind == "died":
+                self._on_worker_died(active, message[2])
+        self._dispatch()
+
+    def _on_progress(self, active: _ActiveJob, batch: builtins.list[tuple[int, int, float, float]]) -> None:
+        for start, iteration, log_likelihood, delta in batch:
+            active.add_event(
+                "iteration", {"start": start, "iteration": iteration, "log_likelihood": log_likelihood, "delta": delta}
+            )
+        start, iteration, log_likelihood, _ = batch[-1]
+        active.record.progress = {"start": start, "iteration": iteration, "log_likelihood": log_likelihood}
+        now = time.monotonic()
+        if now - active.last_progress_write >= self.limits.progress_write_interval_s:
+            active.last_progress_write = now
+            self.store.update_progress(active.record.id, active.record.progress)
+        self._notify(active)
+
+    def _on_worker_died(self, active: _ActiveJob, exitcode: int | None) -> None:
+        if active.cancel_requested_at is not None:
+            self._finish(active, "cancelled")
+        elif active.timed_out:
+            self._finish(
+                active,
+                "failed",
+                error={
+                    "type": "time_limit",
+                    "message": "the fit did not stop at its time limit (it was stuck before its first iteration) "
+                    "and was stopped; use fewer points or a larger time_limit_s",
+                },
+            )
+        else:
+            self._finish(
+                active,
+                "failed",
+                error={
+                    "type": "worker_died",
+                    "message": f"the worker process running this job died ({describe_exit(exitcode)}); "
+                    "if it ran out of memory, use fewer points or components",
+                },
+            )
+
+    def _finish(
+        self,
+        active: _ActiveJob,
+        status: JobStatus,
+        result: bytes | None = None,
+        error: dict[str, str] | None = None,
+    ) -> None:
+        record = active.record
+        record.status, record.finished_at = status, time.time()
+        record.result = result if status == "succeeded" else None
+        record.error = error
+        active.item = None
+        active.add_event(status)
+        active.done.set()
+        self._notify(active)
+        # The write of a large result goes to a thread; readers are served from memory meanwhile.
+        self._spawn(anyio.to_thread.run_sync(self.store.finish, record))
+        asyncio.get_running_loop().call_later(self.limits.replay_window_s, self._active.pop, record.id, None)
+
+    # --- scheduling ---
+
+    def _dispatch(self) -> None:
+        while self._pending and self.pool.idle_count and self._ready:
+            job_id = self._pending.popleft()
+            active = self._active[job_id]
+            assert active.item is not None
+            self.pool.run(job_id, active.item)
+            active.item = None
+
+    async def _watch(self) -> None:
+        """Kill workers that ignore a cancel or overrun their time limit; purge expired jobs hourly."""
+        last_purge = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            for job_id, active in list(self._active.items()):
+                if active.record.status != "running":
+                    continue
+                if (
+                    active.cancel_requested_at is not None
+                    and now - active.cancel_requested_at > self.limits.cancel_grace_s
+                ):
+                    self.pool.kill(job_id)
+                elif self._overran(active):
+                    active.timed_out = True
+                    self.pool.kill(job_id)
+            if now - last_purge > 3600:
+                last_purge = now
+                await anyio.to_thread.run_sync(self.store.purge, time.time() - self.limits.retention_s)
+
+    def _overran(self, active: _ActiveJob) -> bool:
+        started = active.record.started_at
+        return started is not None and time.time() - started > active.time_limit_s + self.limits.time_limit_grace_s
+
+    def _notify(self, active: _ActiveJob) -> None:
+        async def notify() -> None:
+            async with active.changed:
+                active.changed.notify_all()
+
+        self._spawn(notify())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _has_more(active: _ActiveJob, seen: int) -> bool:
+    return len(active.events) > seen
+
+
+def _without_result(record: JobRecord) -> JobRecord:
+    if record.result is None:
+        return record
+    return JobRecord(**{**record.__dict__, "result": None})

@@ -1,0 +1,77 @@
+"""What a job is, independent of where it is stored or run."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def new_job_id() -> str:
+    """An unguessable id: 128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass
+class JobRecord:
+    id: str
+    kind: str
+    status: JobStatus
+    created_at: float
+    request: dict[str, Any] = field(default_factory=dict)  # a summary of the request, never the data
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, Any] | None = None
+    result: bytes | None = None  # the rendered result JSON, stored as served
+    error: dict[str, str] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """What a worker process runs: ``render(solve(task, hooks), job_id)`` gives the result JSON.
+
+    ``solve`` and ``render`` are module-level functions, so the item pickles by reference and the
+    job runner needs to know nothing of models or schemas.
+    """
+
+    solve: Callable[..., Any]
+    task: Any
+    render: Callable[[Any, str], bytes]
+    time_limit_s: float
+
+
+class JobError(Exception):
+    """Base of the job layer's errors; routes map each to a status code."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r} (it may have expired)")
+
+
+class JobAlreadyFinished(JobError):
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id!r} already {status}; only queued or running jobs can be cancelled")
+        self.status = status
+
+
+class QueueFull(JobError):
+    def __init__(self, capacity: int, retry_after_s: int) -> None:
+        super().__init__(f"the job queue is full ({capacity} waiting); retry in about {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class FitFailed(JobError):
+    """A job ended without a result; carries the job's error (type and message, and the field for a 422)."""
+
+    def __init__(self, error: dict[str, str]) -> None:
+        super().__init__(error.get("message", "the fit failed"))
+        self.error = error

@@ -1,0 +1,205 @@
+"""A fixed set of worker processes, one job at a time each; a worker that dies is replaced.
+
+Each worker has its own pipe (a killed worker can corrupt only its own channel, never a queue
+shared with the others). A reader thread waits on every pipe and every process sentinel and hands
+what it sees to the event loop, where all bookkeeping happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from service.jobs.models import WorkItem
+from service.jobs.worker import worker_main
+
+logger = logging.getLogger("service.jobs.pool")
+
+Message = tuple[Any, ...]
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    cancel_seq: Any  # shared int: the sequence number of the job to cancel
+    job_id: str | None = None
+    seq: int = 0
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    # forkserver: children fork from a clean, single-threaded server that has already imported numpy,
+    # scipy and the solver, so a replacement worker starts in milliseconds and inherits no threads.
+    context: multiprocessing.context.ForkServerContext = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["service.jobs.worker", "service.api.translate"])
+    return context
+
+
+class WorkerPool:
+    def __init__(self, size: int, on_message: Callable[[str, Message], None]) -> None:
+        self.size = size
+        self._on_message = on_message
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()  # guards the list the reader thread walks
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: threading.Thread | None = None
+        self._context = _context()
+
+    # --- lifecycle (event loop thread) ---
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for _ in range(self.size):
+            self._spawn()
+        self._reader = threading.Thread(target=self._read_forever, name="job-pool-reader", daemon=True)
+        self._reader.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            if worker.job_id is not None:
+                worker.process.kill()
+            else:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    worker.process.kill()
+        for worker in workers:
+            worker.process.join(timeout_s)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1)
+        if self._reader is not None:
+            self._reader.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return bool(self._workers) and all(w.process.is_alive() for w in self._workers)
+
+    # --- jobs (event loop thread) ---
+
+    @property
+    def idle_count(self) -> int:
+        return sum(1 for w in self._workers if w.job_id is None)
+
+    @property
+    def busy_count(self) -> int:
+        return len(self._workers) - self.idle_count
+
+    def run(self, job_id: str, item: WorkItem) -> None:
+        worker = next(w for w in self._workers if w.job_id is None)
+        worker.seq += 1
+        worker.job_id = job_id
+        assert self._loop is not None
+        # Sending a large task blocks until the worker has read it; do it off the event loop.
+        self._loop.run_in_executor(None, self._send, worker, (job_id, worker.seq, item))
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the worker to stop at its next iteration (cooperative; see :meth:`kill`)."""
+        worker = self._worker_of(job_id)
+        if worker is not None:
+            worker.cancel_seq.value = worker.seq
+
+    def kill(self, job_id: str) -> None:
+        """Stop the worker now; the reader thread reports its death and a replacement is started."""
+        worker = self._worker_of(job_id)
+        if worker is not None:
+            worker.process.kill()
+
+    def _worker_of(self, job_id: str) -> _Worker | None:
+        return next((w for w in self._workers if w.job_id == job_id), None)
+
+    # --- internals ---
+
+    def _spawn(self) -> None:
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        cancel_seq = self._context.RawValue("q", -1)
+        process = self._context.Process(
+            target=worker_main, args=(child_conn, cancel_seq), name="em-worker", daemon=True
+        )
+        process.start()
+        child_conn.close()
+        with self._lock:
+            self._workers.append(_Worker(process, parent_conn, cancel_seq))
+
+    def _send(self, worker: _Worker, message: Message) -> None:
+        # A worker that died meanwhile is reported by the reader thread, which fails its job.
+        with contextlib.suppress(OSError, ValueError):
+            worker.conn.send(message)
+
+    def _read_forever(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                by_conn = {w.conn: w for w in self._workers}
+                by_sentinel = {w.process.sentinel: w for w in self._workers}
+            ready = wait([*by_conn, *by_sentinel], timeout=0.2)
+            # Pipes first: a worker's last messages are delivered before the news of its death.
+            for conn in (r for r in ready if r in by_conn):
+                worker = by_conn[conn]
+                try:
+                    while conn.poll():
+                        self._deliver(worker, conn.recv())
+                except (EOFError, OSError):
+                    pass
+            for sentinel in (r for r in ready if r in by_sentinel):
+                self._call_soon(self._on_death, by_sentinel[sentinel])
+
+    def _deliver(self, worker: _Worker, message: Message) -> None:
+        self._call_soon(self._on_worker_message, worker, message)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed() and not self._stopping.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    def _on_worker_message(self, worker: _Worker, message: Message) -> None:
+        kind, job_id = message[0], message[1]
+        if kind == "finished" and worker.job_id == job_id:
+            worker.job_id = None
+        self._on_message(job_id, message)
+
+    def _on_death(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker not in self._workers:
+                return  # already handled (pipe EOF and sentinel can both fire)
+            self._workers.remove(worker)
+        worker.process.join(1)
+        job_id, exitcode = worker.job_id, worker.process.exitcode
+        logger.warning("worker pid %s died (exit code %s) running job %s", worker.process.pid, exitcode, job_id)
+        worker.conn.close()
+        if not self._stopping.is_set():
+            self._spawn()
+        if job_id is not None:
+            self._on_message(job_id, ("died", job_id, exitcode))
+        else:
+            self._on_message("", ("idle", "", None))
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "it did not report an exit code"
+    if exitcode < 0:
+        try:
+            import signal
+
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def default_worker_count() -> int:
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,205 @@
+"""Where job records live: the :class:`JobStore` interface and its embedded SQLite implementation.
+
+A record outlives the process that ran it. Another backend (e.g. a shared database for several API
+replicas) only has to implement :class:`JobStore`.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.jobs.models import JobRecord, JobStatus
+
+
+class JobStore(Protocol):
+    def insert(self, record: JobRecord) -> None: ...
+    def get(self, job_id: str) -> JobRecord | None: ...
+    def list(self, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]: ...
+    def mark_running(self, job_id: str, started_at: float) -> None: ...
+    def update_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
+    def finish(self, record: JobRecord) -> None: ...
+    def fail_unfinished(self, message: str, now: float) -> int: ...
+    def purge(self, finished_before: float) -> int: ...
+    def close(self) -> None: ...
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    request     TEXT NOT NULL,
+    progress    TEXT,
+    result      BLOB,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+"""
+
+_COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error"
+
+
+class SQLiteJobStore:
+    """One SQLite file (WAL) under the data directory, used by one service process at a time.
+
+    The process takes an exclusive lock on ``<data_dir>/jobs.lock``: start-up marks jobs left
+    running as failed, which would be wrong if another live process were running them.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(data_dir / "jobs.lock", "w")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise DataDirInUse(
+                f"{data_dir} is used by another running service process; give each its own EM_DATA_DIR"
+            ) from None
+        self.path = data_dir / "jobs.sqlite3"
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.executescript(_SCHEMA)
+        self._mutex = threading.Lock()
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._mutex:
+            return self._db.execute(sql, params)
+
+    def insert(self, record: JobRecord) -> None:
+        self._execute(
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.kind,
+                record.status,
+                record.created_at,
+                record.started_at,
+                record.finished_at,
+                json.dumps(record.request),
+                _dump(record.progress),
+                record.result,
+                _dump(record.error),
+            ),
+        )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def list(self, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """Newest first; ``cursor`` continues after the last job of the previous page (keyset pagination)."""
+        # Listing leaves the (possibly large) results out: a caller fetches a job for its result.
+        columns = _COLUMNS.replace("result", "NULL")
+        if cursor is None:
+            rows = self._execute(
+                f"SELECT {columns} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit + 1,)
+            ).fetchall()
+        else:
+            created_at, job_id = _decode_cursor(cursor)
+            rows = self._execute(
+                f"SELECT {columns} FROM jobs WHERE (created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?",
+                (created_at, job_id, limit + 1),
+            ).fetchall()
+        records = [_record(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(records[-1]) if len(rows) > limit else None
+        return records, next_cursor
+
+    def mark_running(self, job_id: str, started_at: float) -> None:
+        self._execute(
+            "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+            (started_at, job_id),
+        )
+
+    def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+
+    def finish(self, record: JobRecord) -> None:
+        self._execute(
+            "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ? "
+            "WHERE id = ?",
+            (
+                record.status,
+                record.started_at,
+                record.finished_at,
+                _dump(record.progress),
+                record.result,
+                _dump(record.error),
+                record.id,
+            ),
+        )
+
+    def fail_unfinished(self, message: str, now: float) -> int:
+        """Jobs a previous process left queued or running are failed, never left running forever."""
+        error = json.dumps({"type": "interrupted", "message": message})
+        cursor = self._execute(
+            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE status IN ('queued', 'running')",
+            (now, error),
+        )
+        return cursor.rowcount
+
+    def purge(self, finished_before: float) -> int:
+        cursor = self._execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (finished_before,))
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+
+def _dump(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    job_id, kind, status, created_at, started_at, finished_at, request, progress, result, error = row
+    status_value: JobStatus = status
+    return JobRecord(
+        id=job_id,
+        kind=kind,
+        status=status_value,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        request=json.loads(request),
+        progress=_load(progress),
+        result=result,
+        error=_load(error),
+    )
+
+
+def _encode_cursor(record: JobRecord) -> str:
+    return base64.urlsafe_b64encode(json.dumps([record.created_at, record.id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("cursor is not one this server handed out; start again without it") from exc

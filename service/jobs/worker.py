@@ -1,0 +1,87 @@
+"""The worker process: takes one job at a time from its pipe, solves it, reports progress and the result.
+
+Runs in a child process, so a fit can use a core fully, be killed when it will not stop, and take
+nothing of another job's state with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from service.em.errors import EMError
+from service.em.loop import Hooks
+from service.jobs.models import WorkItem
+
+logger = logging.getLogger("service.jobs.worker")
+
+# Progress goes to the parent in small batches: one message per iteration would cost more than a
+# fast iteration itself, and 20 batches a second is live enough to watch.
+_FLUSH_INTERVAL_S = 0.05
+_FLUSH_MAX_EVENTS = 1000
+
+
+class _WorkerHooks(Hooks):
+    def __init__(self, conn: Connection, job_id: str, seq: int, cancel_seq: Any) -> None:
+        self.conn, self.job_id, self.seq, self.cancel_seq = conn, job_id, seq, cancel_seq
+        self.buffer: list[tuple[int, int, float, float]] = []
+        self.last_flush = time.monotonic()
+        self.cancelled = False
+        self.parent_pid = os.getppid()
+
+    def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
+        self.buffer.append((start, iteration, log_likelihood, delta))
+        if len(self.buffer) >= _FLUSH_MAX_EVENTS or time.monotonic() - self.last_flush >= _FLUSH_INTERVAL_S:
+            self.flush()
+
+    def should_cancel(self) -> bool:
+        # The parent writes the sequence number of the job to cancel; a stale request for an earlier
+        # job on this worker never matches. An orphaned worker (its parent died) stops too.
+        self.cancelled = self.cancelled or self.cancel_seq.value == self.seq or os.getppid() != self.parent_pid
+        return self.cancelled
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.conn.send(("progress", self.job_id, self.buffer))
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+
+def run_job(conn: Connection, job_id: str, seq: int, item: WorkItem, cancel_seq: Any) -> None:
+    conn.send(("started", job_id, time.time()))
+    hooks = _WorkerHooks(conn, job_id, seq, cancel_seq)
+    try:
+        solution = item.solve(item.task, hooks)
+        hooks.flush()
+        if hooks.cancelled:
+            conn.send(("finished", job_id, "cancelled", None, None))
+            return
+        conn.send(("finished", job_id, "succeeded", item.render(solution, job_id), None))
+    except EMError as exc:
+        error = {"type": "invalid_request", "message": exc.message, "field": exc.field or ""}
+        conn.send(("finished", job_id, "failed", None, error))
+    except MemoryError:
+        error = {"type": "out_of_memory", "message": "the fit needed more memory than it could get; use fewer points"}
+        conn.send(("finished", job_id, "failed", None, error))
+    except Exception:
+        logger.exception("job %s failed", job_id)
+        error = {"type": "internal_error", "message": "the fit failed unexpectedly; the error was logged"}
+        conn.send(("finished", job_id, "failed", None, error))
+
+
+def worker_main(conn: Connection, cancel_seq: Any) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        job_id, seq, item = message
+        run_job(conn, job_id, seq, item, cancel_seq)
