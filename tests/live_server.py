@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,9 +23,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextmanager
-def live_server(env: dict[str, str] | None = None, port: int | None = None) -> Iterator[str]:
-    """Start ``uvicorn service.main:app``; yield its base URL; stop it (SIGTERM, then SIGKILL) on exit."""
+def live_server(env: dict[str, str] | None = None, port: int | None = None) -> Iterator[LiveServer]:
+    """Start ``uvicorn service.main:app``; yield it; stop it (SIGTERM, then SIGKILL) on exit."""
     port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
@@ -47,9 +54,10 @@ def live_server(env: dict[str, str] | None = None, port: int | None = None) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not become healthy in 30 s")
             time.sleep(0.1)
-        yield base_url
+        yield LiveServer(base_url, process)
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:

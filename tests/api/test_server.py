@@ -12,8 +12,8 @@ from tests.live_server import live_server
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
-    with live_server({"EM_DATA_DIR": str(tmp_path_factory.mktemp("data"))}) as url:
-        yield url
+    with live_server({"EM_DATA_DIR": str(tmp_path_factory.mktemp("data"))}) as server:
+        yield server.url
 
 
 def test_do_batzoglou_over_real_http(base_url):

@@ -1,0 +1,99 @@
+"""The SQLite job store against a real file: persistence, pagination, recovery, retention, exclusivity."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.jobs.models import JobRecord
+from service.jobs.store import DataDirInUse, InvalidCursor, SQLiteJobStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = SQLiteJobStore(tmp_path)
+    yield opened
+    opened.close()
+
+
+def _record(job_id: str, created_at: float, status: str = "queued") -> JobRecord:
+    return JobRecord(id=job_id, kind="coins", status=status, created_at=created_at, request={"n_coins": 2})
+
+
+def test_a_finished_result_survives_reopening(tmp_path):
+    store = SQLiteJobStore(tmp_path)
+    record = _record("a", 1.0)
+    store.insert(record)
+    record.status, record.finished_at, record.result = "succeeded", 2.0, b'{"model":"coins"}'
+    record.progress = {"start": 0, "iteration": 3, "log_likelihood": -1.5}
+    store.finish(record)
+    store.close()
+    reopened = SQLiteJobStore(tmp_path)
+    assert reopened.get("a") == record
+    reopened.close()
+
+
+def test_list_is_newest_first_and_pages_without_gaps(store):
+    for i in range(7):
+        store.insert(_record(f"job{i}", created_at=100.0 + i))
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = store.list(limit=3, cursor=cursor)
+        seen += [r.id for r in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert seen == [f"job{i}" for i in reversed(range(7))]
+    assert pages == 3
+
+
+def test_list_orders_equal_timestamps_by_id(store):
+    for job_id in ("b", "a", "c"):
+        store.insert(_record(job_id, created_at=5.0))
+    first, cursor = store.list(limit=2)
+    second, _ = store.list(limit=2, cursor=cursor)
+    assert [r.id for r in first + second] == ["c", "b", "a"]
+
+
+def test_a_foreign_cursor_is_rejected(store):
+    with pytest.raises(InvalidCursor):
+        store.list(limit=2, cursor="not-a-cursor")
+
+
+def test_unfinished_jobs_are_failed_at_start_up_and_finished_ones_kept(store):
+    store.insert(_record("queued", 1.0))
+    store.insert(_record("running", 2.0))
+    store.mark_running("running", 2.5)
+    done = _record("done", 3.0)
+    store.insert(done)
+    done.status, done.finished_at, done.result = "succeeded", 4.0, b"{}"
+    store.finish(done)
+    assert store.fail_unfinished("interrupted", now=10.0) == 2
+    for job_id in ("queued", "running"):
+        record = store.get(job_id)
+        assert record.status == "failed" and record.error["type"] == "interrupted" and record.finished_at == 10.0
+    assert store.get("done").status == "succeeded"
+
+
+def test_purge_removes_only_finished_jobs_older_than_the_cutoff(store):
+    for job_id, finished_at in (("old", 1.0), ("new", 50.0)):
+        record = _record(job_id, 0.5)
+        store.insert(record)
+        record.status, record.finished_at = "succeeded", finished_at
+        store.finish(record)
+    store.insert(_record("waiting", 0.1))
+    assert store.purge(finished_before=10.0) == 1
+    assert store.get("old") is None and store.get("new") is not None and store.get("waiting") is not None
+
+
+def test_a_second_process_on_the_same_data_dir_is_refused(store, tmp_path):
+    with pytest.raises(DataDirInUse, match="another running service process"):
+        SQLiteJobStore(tmp_path)
+
+
+def test_listing_leaves_results_out(store):
+    record = _record("a", 1.0)
+    store.insert(record)
+    record.status, record.finished_at, record.result = "succeeded", 2.0, b'{"big": true}'
+    store.finish(record)
+    page, _ = store.list(limit=5)
+    assert page[0].result is None and store.get("a").result == b'{"big": true}'
