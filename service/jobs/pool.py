@@ -36,9 +36,24 @@ class _Worker:
     seq: int = 0
 
 
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _share_cores_between_workers(workers: int) -> None:
+    """Give each worker's BLAS an equal share of the cores (unless the operator chose already).
+
+    OpenBLAS defaults to one spinning thread per core in every process; with several busy workers the
+    threads outnumber the cores and every fit slows down many times over.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for variable in _BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(variable, threads)
+
+
 def _context() -> multiprocessing.context.ForkServerContext:
     # forkserver: children fork from a clean, single-threaded server that has already imported numpy,
     # scipy and the solver, so a replacement worker starts in milliseconds and inherits no threads.
+    # The server starts with the environment of its first use: the BLAS thread share is set by then.
     context: multiprocessing.context.ForkServerContext = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["service.jobs.worker", "service.api.translate"])
     return context
@@ -59,6 +74,7 @@ class WorkerPool:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        _share_cores_between_workers(self.size)
         for _ in range(self.size):
             self._spawn()
         self._reader = threading.Thread(target=self._read_forever, name="job-pool-reader", daemon=True)
