@@ -1,52 +1,79 @@
-"""Assembles the app: settings, routers, error handlers, and what lives for the app's lifetime."""
+"""Assembles the app: settings, logging, middleware, routers, error handlers, and the job runner's lifetime."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import fit, health, jobs
+from service.api import fit, health, jobs, metrics
 from service.api.errors import install_error_handlers
+from service.api.middleware import RequestContextMiddleware
+from service.api.security import UNAUTHORIZED, require_api_key
 from service.jobs.manager import JobLimits, LocalJobManager
 from service.jobs.store import SQLiteJobStore
+from service.logs import configure_logging
+from service.metrics import Metrics
 from service.settings import Settings
 
 DESCRIPTION = """
 Fits statistical models by Expectation-Maximisation.
 
-* **Coins** — experiments of flips, each by one of K coins of unknown bias (Do & Batzoglou's two-coin problem,
-  generalised): estimate every coin's bias and, optionally, how often each coin is picked.
-* **Gaussian mixtures** — a 1-D or d-D point cloud from K normal groups: estimate weights, means and covariances
-  (`full`, `diag`, `spherical`, `tied`, as scikit-learn defines them).
+* **Coins** — experiments of flips, each by one of K coins of unknown bias (Do & Batzoglou's two-coin
+  problem, generalised): estimate every coin's bias and, optionally, how often each coin is picked.
+* **Gaussian mixtures** — a 1-D or d-D point cloud from K normal groups: estimate weights, means and
+  covariances (`full`, `diag`, `spherical`, `tied`, as scikit-learn defines them).
 
 Every fit returns the parameters, an iteration trace, a convergence flag and the reason it stopped.
+Short fits: `/v1/fit/*`. Long ones: `/v1/jobs/*`, followed live at `/v1/jobs/{id}/events`.
 """
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = JobLimits(
             workers=settings.workers, queue_size=settings.queue_size, retention_s=settings.job_retention_s
         )
-        jobs = LocalJobManager(SQLiteJobStore(settings.data_dir), limits)
-        await jobs.start()
-        app.state.jobs = jobs
+        manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
+        await manager.start()
+        app.state.jobs = manager
+        app_metrics.watch_jobs(manager.stats)
         try:
             yield
         finally:
-            await jobs.stop()
+            await manager.stop()
 
-    app = FastAPI(title="EM fitting service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="EM fitting service",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
     app.state.settings = settings
+    app.state.metrics = app_metrics
     install_error_handlers(app)
-    app.include_router(fit.router)
-    app.include_router(jobs.router)
+    protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED}
+    app.include_router(fit.router, **protected)  # type: ignore[arg-type]
+    app.include_router(jobs.router, **protected)  # type: ignore[arg-type]
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Last-Event-ID"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
     return app
 
 

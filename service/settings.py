@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -35,3 +36,21 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="jobs waiting for a worker before new ones get 503")
     job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="how long finished jobs are kept")
     default_job_time_limit_s: float = Field(3600.0, gt=0, description="time budget of an async job that names none")
+
+    # HTTP edge: authentication, body size, browsers, logs.
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys; when set, /v1/* needs one (health stays open)"
+    )
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1, description="larger request bodies get 413")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS ('*' for any)"
+    )
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 
 from service.api.deps import get_jobs, get_settings
+from service.api.routing import OrjsonRoute
 from service.api.runs import coin_work, gaussian_work, run_to_completion
 from service.api.translate import coin_summary, coin_task, gaussian_summary, gaussian_task
 from service.api.views import RawJSONResponse
@@ -17,7 +18,7 @@ from service.schemas.examples import COIN_EXAMPLES, GAUSSIAN_EXAMPLES
 from service.schemas.gaussian import GaussianFitRequest, GaussianFitResult
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/fit", tags=["fit"])
+router = APIRouter(prefix="/v1/fit", tags=["fit"], route_class=OrjsonRoute)
 
 FIT_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "the job queue is full (see Retry-After), or the fit's worker failed", "model": Message},

@@ -11,6 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from service.api.deps import get_jobs, get_settings
 from service.api.fit import FIT_ERRORS
+from service.api.routing import OrjsonRoute
 from service.api.runs import coin_work, gaussian_work, submit
 from service.api.translate import coin_summary, coin_task, gaussian_summary, gaussian_task
 from service.api.views import RawJSONResponse, job_document, job_json
@@ -23,7 +24,7 @@ from service.schemas.gaussian import GaussianFitRequest
 from service.schemas.jobs import Job, JobPage
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=OrjsonRoute)
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job (or it expired)", "model": Message}}
 

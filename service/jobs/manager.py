@@ -66,6 +66,21 @@ class JobManager(Protocol):
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]: ...
 
 
+class JobObserver(Protocol):
+    """Told what happens to jobs (metrics); the default observer ignores it all."""
+
+    def job_finished(self, kind: str, status: str) -> None: ...
+    def iterations_run(self, kind: str, count: int) -> None: ...
+
+
+class _Unobserved:
+    def job_finished(self, kind: str, status: str) -> None:
+        pass
+
+    def iterations_run(self, kind: str, count: int) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class JobLimits:
     workers: int
@@ -94,8 +109,9 @@ class _ActiveJob:
 
 
 class LocalJobManager:
-    def __init__(self, store: JobStore, limits: JobLimits) -> None:
+    def __init__(self, store: JobStore, limits: JobLimits, observer: JobObserver | None = None) -> None:
         self.store, self.limits = store, limits
+        self.observer: JobObserver = observer or _Unobserved()
         self.pool = WorkerPool(limits.workers, self._on_message)
         self._active: dict[str, _ActiveJob] = {}
         self._pending: deque[str] = deque()
@@ -250,6 +266,7 @@ class LocalJobManager:
             active.add_event(
                 "iteration", {"start": start, "iteration": iteration, "log_likelihood": log_likelihood, "delta": delta}
             )
+        self.observer.iterations_run(active.record.kind, len(batch))
         start, iteration, log_likelihood, _ = batch[-1]
         active.record.progress = {"start": start, "iteration": iteration, "log_likelihood": log_likelihood}
         now = time.monotonic()
@@ -296,6 +313,7 @@ class LocalJobManager:
         active.item = None
         active.add_event(status)
         active.done.set()
+        self.observer.job_finished(record.kind, status)
         self._notify(active)
         # The write of a large result goes to a thread; readers are served from memory meanwhile.
         self._spawn(anyio.to_thread.run_sync(self.store.finish, record))

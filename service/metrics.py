@@ -1,0 +1,56 @@
+"""Prometheus metrics of one app: HTTP traffic, fits and iterations, the job queue and workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """Its own registry per app, so several apps in one process (tests) do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "em_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "em_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.fits = Counter(
+            "em_fits", "Fits (jobs) finished, by model and outcome", ["model", "outcome"], registry=self.registry
+        )
+        self.iterations = Counter("em_iterations", "EM iterations run, by model", ["model"], registry=self.registry)
+        self.queue_depth = Gauge("em_queue_depth", "Jobs waiting for a worker", registry=self.registry)
+        self.busy_workers = Gauge("em_busy_workers", "Workers running a fit", registry=self.registry)
+        self.workers = Gauge("em_workers", "Worker processes", registry=self.registry)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def watch_jobs(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Queue and worker gauges are read from the job manager at scrape time."""
+        self.queue_depth.set_function(lambda: stats().get("queued", 0))
+        self.busy_workers.set_function(lambda: stats().get("busy_workers", 0))
+        self.workers.set_function(lambda: stats().get("workers", 0))
+
+    # The job manager's observer hooks.
+    def job_finished(self, kind: str, status: str) -> None:
+        self.fits.labels(kind, status).inc()
+
+    def iterations_run(self, kind: str, count: int) -> None:
+        self.iterations.labels(kind).inc(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
