@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# Requests are logged by the app (JSON, with request ids); open streams get 10 s to finish on shutdown.
+UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10
 
 .PHONY: run test lint typecheck pytest openapi bench clean
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/uvicorn service.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn service.main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 test: lint typecheck pytest
 

@@ -34,7 +34,19 @@ def live_server(env: dict[str, str] | None = None, port: int | None = None) -> I
     """Start ``uvicorn service.main:app``; yield it; stop it (SIGTERM, then SIGKILL) on exit."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "3",
+        ],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -153,3 +155,34 @@ def test_healthz_stays_fast_while_every_worker_is_busy(server):
     assert p99 < 0.100
     for job in jobs:
         httpx.delete(f"{server.url}/v1/jobs/{job['id']}", timeout=5)
+
+
+def _follow(url: str, job_id: str, events: list[dict[str, str]]) -> None:
+    with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", timeout=60) as s:
+        events.extend(parse_sse(list(s.iter_lines())))
+
+
+def test_graceful_shutdown_finishes_sync_fits_and_leaves_jobs_recoverable(tmp_path):
+    env = {"EM_DATA_DIR": str(tmp_path / "data"), "EM_WORKERS": "2"}
+    with live_server(env) as first:
+        running = httpx.post(f"{first.url}/v1/jobs/gaussian", json=long_gaussian_body(), timeout=30).json()
+        wait_until(lambda: _job(first.url, running["id"])["progress"])
+        # A follower keeps a stream open; shutdown must not wait for the hour-long job to end.
+        followed: list[dict[str, str]] = []
+        follower = threading.Thread(target=_follow, args=(first.url, running["id"], followed), daemon=True)
+        follower.start()
+        sync_body = dict(long_gaussian_body(n_points=20_000), max_iter=60)
+        answers: list[httpx.Response] = []
+        in_flight = threading.Thread(
+            target=lambda: answers.append(httpx.post(f"{first.url}/v1/fit/gaussian", json=sync_body, timeout=60))
+        )
+        in_flight.start()
+        time.sleep(0.5)
+        first.process.send_signal(signal.SIGTERM)
+        in_flight.join(60)
+        assert first.process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+        follower.join(10)
+    assert answers and answers[0].status_code == 200 and answers[0].json()["n_iter"] == 60
+    with live_server(env) as second:
+        after = _job(second.url, running["id"])
+        assert after["status"] == "failed" and after["error"]["type"] == "interrupted"
