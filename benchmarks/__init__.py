@@ -1,0 +1,1 @@
+"""Runnable benchmarks; each writes its own section of benchmarks/RESULTS.md."""
