@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from service.api import fit, health, jobs, metrics
 from service.api.errors import install_error_handlers
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await manager.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc assets are served by the app itself: /docs works behind a firewall.
+    app = FastAPIOffline(
         title="EM fitting service",
         version="1.0.0",
         description=DESCRIPTION,
