@@ -8,7 +8,7 @@ PORT   ?= 8000
 # Requests are logged by the app (JSON, with request ids); open streams get 10 s to finish on shutdown.
 UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10
 
-.PHONY: run test lint typecheck pytest openapi bench clean
+.PHONY: run test lint typecheck pytest openapi bench container-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ pytest: $(STAMP)
 # Regenerate the committed schema after an API change (tests/api/test_openapi.py fails until you do).
 openapi: $(STAMP)
 	$(BIN)/python -m service.openapi openapi/openapi.json
+
+# Build the image, run it with compose, check the numbers and a restart, tear down (needs Docker).
+container-test:
+	bash scripts/container-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -28,8 +28,6 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("data"), description="where stored jobs live")
-    host: str = "127.0.0.1"
-    port: int = 8000
 
     # Jobs: worker processes, the queue in front of them, and how long records are kept.
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="fit worker processes")
