@@ -16,7 +16,6 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 from scipy.cluster.vq import kmeans2
-from scipy.special import logsumexp
 
 from service.em.coins import check_weights
 from service.em.errors import DegenerateDataError, InvalidParameterError
@@ -38,39 +37,51 @@ class GaussianParams:
     precisions_cholesky: FloatArray  # same shape; precision = P @ P.T (full/tied) or P**2
 
 
-# --- M-step: covariances from responsibilities, one function per type (scikit-learn's formulas) ---
+# --- M-step: covariances from accumulated moments, one function per type ---
+#
+# The responsibilities are reduced in row chunks to counts, first moments and second moments of the
+# (centred) data; every covariance type is then a few K x d x d operations. The results equal
+# scikit-learn's per-component sums of r (x - mean)(x - mean)^T: centring the data once keeps the
+# second-moment form free of cancellation.
 
 
-def _covariances_full(resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float) -> FloatArray:
-    n_components, n_features = means.shape
-    covariances = np.empty((n_components, n_features, n_features))
-    for k in range(n_components):
-        diff = X - means[k]
-        covariances[k] = (resp[:, k] * diff.T) @ diff / nk[k]
-        covariances[k].flat[:: n_features + 1] += reg
+@dataclass(frozen=True)
+class _Moments:
+    nk: FloatArray  # (K,) responsibilities summed per component, plus scikit-learn's 10 eps floor
+    first: FloatArray  # (K, d) sum of r x
+    second: FloatArray  # full: (K, d, d) sum of r x x^T; diag/spherical: (K, d) sum of r x^2; tied: (d, d) X^T X
+
+
+def _covariances_full(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+    centre = m.first / m.nk[:, None]
+    # sum r (x - a)(x - a)^T / nk = second / nk - centre a^T - a centre^T + a a^T  (a = the means used)
+    cross = np.einsum("ki,kj->kij", centre, means)
+    covariances: FloatArray = (
+        m.second / m.nk[:, None, None] - cross - cross.transpose(0, 2, 1) + np.einsum("ki,kj->kij", means, means)
+    )
+    covariances = (covariances + covariances.transpose(0, 2, 1)) / 2
+    covariances[:, np.arange(means.shape[1]), np.arange(means.shape[1])] += reg
     return covariances
 
 
-def _covariances_tied(resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float) -> FloatArray:
-    avg_X2 = X.T @ X
-    avg_means2 = (nk * means.T) @ means
-    covariance: FloatArray = (avg_X2 - avg_means2) / nk.sum()
+def _covariances_tied(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+    cross = m.first.T @ means
+    covariance: FloatArray = (m.second - cross - cross.T + (m.nk * means.T) @ means) / m.nk.sum()
+    covariance = (covariance + covariance.T) / 2
     covariance.flat[:: len(covariance) + 1] += reg
     return covariance
 
 
-def _covariances_diag(resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float) -> FloatArray:
-    avg_X2 = resp.T @ (X * X) / nk[:, None]
-    return avg_X2 - means**2 + reg
+def _covariances_diag(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+    centre = m.first / m.nk[:, None]
+    return m.second / m.nk[:, None] - 2 * centre * means + means**2 + reg
 
 
-def _covariances_spherical(
-    resp: FloatArray, X: FloatArray, nk: FloatArray, means: FloatArray, reg: float
-) -> FloatArray:
-    return _covariances_diag(resp, X, nk, means, reg).mean(axis=1)  # type: ignore[no-any-return]
+def _covariances_spherical(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+    return _covariances_diag(m, means, reg).mean(axis=1)  # type: ignore[no-any-return]
 
 
-_COVARIANCE_ESTIMATORS: dict[str, Callable[[FloatArray, FloatArray, FloatArray, FloatArray, float], FloatArray]] = {
+_COVARIANCES: dict[str, Callable[[_Moments, FloatArray, float], FloatArray]] = {
     "full": _covariances_full,
     "tied": _covariances_tied,
     "diag": _covariances_diag,
@@ -93,7 +104,10 @@ def _cholesky_precision(covariance: FloatArray, floor: float) -> FloatArray | No
         return None
     if np.min(np.diag(cov_chol)) ** 2 < floor:
         return None
-    result: FloatArray = linalg.solve_triangular(cov_chol, np.eye(len(covariance)), lower=True).T
+    inverse, info = linalg.lapack.dtrtri(cov_chol, lower=1)  # triangular inverse: what solve_triangular(L, I) gives
+    if info != 0:
+        return None
+    result: FloatArray = inverse.T
     return result
 
 
@@ -156,40 +170,45 @@ def _log_det_cholesky(prec_chol: FloatArray, covariance_type: str, n_features: i
     return n_features * np.log(prec_chol)
 
 
+# Each returns the squared Mahalanobis distances as a K x n_chunk array: in that layout the later
+# reductions over components are K - 1 elementwise operations on contiguous rows, which numpy does far
+# faster than n_chunk reductions over K values each.
+
+
 def _mahalanobis_full(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
     n_components, n_features = means.shape
-    # All components whitened by one matrix product: X (n x d) @ [P_1 ... P_K] (d x Kd).
-    stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
-    offsets = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1)
-    y = X @ stacked
+    # All components whitened by one matrix product: [P_1 ... P_K]^T (Kd x d) @ X^T (d x n).
+    stacked = prec_chol.transpose(0, 2, 1).reshape(n_components * n_features, n_features)
+    offsets = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1, 1)
+    y = stacked @ X.T
     y -= offsets
     y *= y
-    return y.reshape(len(X), n_components, n_features).sum(axis=2)  # type: ignore[no-any-return]
+    return y.reshape(n_components, n_features, len(X)).sum(axis=1)  # type: ignore[no-any-return]
 
 
 def _mahalanobis_tied(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
-    y = X @ prec_chol
+    y = prec_chol.T @ X.T
     mu = means @ prec_chol
-    out = np.empty((len(X), len(means)))
+    out = np.empty((len(means), len(X)))
     for k in range(len(means)):
-        out[:, k] = np.sum(np.square(y - mu[k]), axis=1)
+        out[k] = np.sum(np.square(y - mu[k][:, None]), axis=0)
     return out
 
 
 def _mahalanobis_diag(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
     precisions = prec_chol**2
-    return (  # type: ignore[no-any-return]
-        np.sum(means**2 * precisions, axis=1) - 2.0 * (X @ (means * precisions).T) + (X * X) @ precisions.T
-    )
+    out: FloatArray = precisions @ (X * X).T
+    out -= 2.0 * ((means * precisions) @ X.T)
+    out += np.sum(means**2 * precisions, axis=1)[:, None]
+    return out
 
 
 def _mahalanobis_spherical(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
     precisions = prec_chol**2
-    return (  # type: ignore[no-any-return]
-        np.sum(means**2, axis=1) * precisions
-        - 2.0 * (X @ means.T) * precisions
-        + np.outer(np.sum(X * X, axis=1), precisions)
-    )
+    out: FloatArray = np.outer(precisions, np.sum(X * X, axis=1))
+    out -= 2.0 * precisions[:, None] * (means @ X.T)
+    out += (np.sum(means**2, axis=1) * precisions)[:, None]
+    return out
 
 
 _MAHALANOBIS: dict[str, Callable[[FloatArray, FloatArray, FloatArray], FloatArray]] = {
@@ -212,7 +231,11 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
 
 
 class GaussianMixture:
-    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.MixtureModel`."""
+    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.MixtureModel`.
+
+    Parameters are always in the caller's coordinates; internally the data are centred on their mean
+    (a shift the likelihood does not see), so second moments lose no precision far from the origin.
+    """
 
     def __init__(
         self,
@@ -232,17 +255,24 @@ class GaussianMixture:
             raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
         if not np.all(np.isfinite(X)):
             raise InvalidParameterError("points must be finite numbers (no NaN or Infinity)", "points")
-        if covariance_type not in _COVARIANCE_ESTIMATORS:
+        if covariance_type not in _COVARIANCES:
             raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
         if not (reg_covar >= 0 and np.isfinite(reg_covar)):
             raise InvalidParameterError(f"reg_covar must be a finite number >= 0, got {reg_covar}", "reg_covar")
         if n_components < 1:
             raise InvalidParameterError(f"n_components must be at least 1, got {n_components}", "n_components")
         _check_enough_distinct_points(X, n_components)
-        self.X, self.n_components, self.covariance_type = X, n_components, covariance_type
+        n_features = X.shape[1]
+        self.n_components, self.covariance_type = n_components, covariance_type
         self.reg_covar, self.init_method = reg_covar, init_method
-        self.floor = _variance_floor(X)
-        self._chunk_rows = max(1, _CHUNK_ELEMENTS // max(1, n_components * X.shape[1]))
+        self.shift = X.mean(axis=0)
+        self.X = X - self.shift  # centred copy: the only n x d array the model keeps
+        self.floor = _variance_floor(self.X)
+        self._gram = self.X.T @ self.X if covariance_type == "tied" else None
+        # Row chunks keep each step's temporaries (n_chunk x K*d in the E-step, n_chunk x d in the M-step)
+        # in cache; measured on 2 cores, smaller chunks only add per-call overhead.
+        self._e_rows = max(1, _CHUNK_ELEMENTS // (n_components * n_features))
+        self._m_rows = max(1, _CHUNK_ELEMENTS // (8 * max(n_components, n_features)))
         # Caller-given starting arrays, checked now so a bad shape fails before any work.
         self.given_means = None if init_means is None else self._shape_means(init_means)
         self.given_covariances = None if init_covariances is None else self._shape_covariances(init_covariances)
@@ -272,27 +302,20 @@ class GaussianMixture:
         Given means: each point goes to its nearest given mean; otherwise the init method assigns points.
         ``reg_covar`` is not added to given covariances (as scikit-learn's ``precisions_init``).
         """
-        given_means, given_covariances, given_weights = (
-            self.given_means,
-            self.given_covariances,
-            self.given_weights,
-        )
-        if given_means is not None and given_covariances is not None and given_weights is not None:
-            filled_weights, filled_means, filled_covariances = given_weights, given_means, given_covariances
-        else:
-            resp = self._initial_resp(rng) if given_means is None else self._nearest_resp(given_means)
-            nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
-            filled_means = given_means if given_means is not None else (resp.T @ self.X) / nk[:, None]
-            filled_weights = given_weights if given_weights is not None else nk / nk.sum()
-            filled_covariances = (
-                given_covariances
-                if given_covariances is not None
-                else _COVARIANCE_ESTIMATORS[self.covariance_type](resp, self.X, nk, filled_means, self.reg_covar)
-            )
-        covariances_out, prec_chol, _ = precisions_from_covariances(
-            filled_covariances, self.covariance_type, self.floor
-        )
-        return GaussianParams(filled_weights, filled_means, covariances_out, prec_chol)
+        means, covariances, weights = self.given_means, self.given_covariances, self.given_weights
+        if means is None or covariances is None or weights is None:
+            centred_means = None if means is None else means - self.shift
+            resp = self._initial_resp(rng) if centred_means is None else self._nearest_resp(centred_means)
+            moments = self._moments(resp=resp)
+            if centred_means is None:
+                centred_means = moments.first / moments.nk[:, None]
+            if covariances is None:
+                covariances = _COVARIANCES[self.covariance_type](moments, centred_means, self.reg_covar)
+            if weights is None:
+                weights = moments.nk / moments.nk.sum()
+            means = centred_means + self.shift
+        covariances, prec_chol, _ = precisions_from_covariances(covariances, self.covariance_type, self.floor)
+        return GaussianParams(weights, means, covariances, prec_chol)
 
     def _initial_resp(self, rng: np.random.Generator) -> FloatArray:
         n_samples, K = self.n_observations, self.n_components
@@ -309,16 +332,22 @@ class GaussianMixture:
         return resp
 
     def _kmeans_plus_plus(self, rng: np.random.Generator) -> NDArray[np.intp]:
-        """Indices of K seeds chosen by k-means++ (D² sampling), distinct points guaranteed."""
+        """Indices of K seeds by greedy k-means++ (as scikit-learn): of 2 + log K draws, keep the best."""
         X = self.X
+        trials = 2 + int(np.log(self.n_components))
         chosen = [int(rng.integers(len(X)))]
         closest = np.sum((X - X[chosen[0]]) ** 2, axis=1)
         for _ in range(1, self.n_components):
-            total = closest.sum()
-            # All remaining mass on already-chosen points would repeat one; pick uniformly among distinct ones.
-            idx = int(rng.choice(len(X), p=closest / total)) if total > 0 else int(rng.integers(len(X)))
-            chosen.append(idx)
-            closest = np.minimum(closest, np.sum((X - X[idx]) ** 2, axis=1))
+            potential = closest.sum()
+            if potential <= 0:  # every point sits on a seed already: nothing to weigh by
+                chosen.append(int(rng.integers(len(X))))
+                continue
+            candidates = np.searchsorted(np.cumsum(closest), rng.uniform(size=trials) * potential)
+            candidates = np.minimum(candidates, len(X) - 1)
+            to_candidates = np.minimum(closest, _squared_distances(X, X[candidates]).T)
+            best = int(np.argmin(to_candidates.sum(axis=1)))
+            chosen.append(int(candidates[best]))
+            closest = to_candidates[best]
         return np.asarray(chosen, dtype=np.intp)
 
     def _kmeans_labels(self, rng: np.random.Generator) -> NDArray[np.intp]:
@@ -329,42 +358,68 @@ class GaussianMixture:
             _, labels = kmeans2(self.X, seeds, iter=20, minit="matrix", missing="warn")
         return labels  # type: ignore[no-any-return]
 
-    def _nearest_resp(self, means: FloatArray) -> FloatArray:
-        distances = np.sum(self.X**2, axis=1)[:, None] - 2 * self.X @ means.T + np.sum(means**2, axis=1)[None, :]
+    def _nearest_resp(self, centred_means: FloatArray) -> FloatArray:
         resp = np.zeros((self.n_observations, self.n_components))
-        resp[np.arange(self.n_observations), np.argmin(distances, axis=1)] = 1
+        resp[np.arange(self.n_observations), np.argmin(_squared_distances(self.X, centred_means), axis=1)] = 1
         return resp
 
     # --- the EM hooks ---
 
-    def estimate_log_prob(self, params: GaussianParams) -> FloatArray:
-        """log N(x_i | mean_k, cov_k) + log weight_k for every point and component."""
-        mahalanobis = _MAHALANOBIS[self.covariance_type]
-        log_det = _log_det_cholesky(params.precisions_cholesky, self.covariance_type, self.n_features)
-        with np.errstate(divide="ignore"):
-            constant = log_det - 0.5 * self.n_features * _LOG_2PI + np.log(params.weights)
-        out = np.empty((self.n_observations, self.n_components))
-        for start in range(0, self.n_observations, self._chunk_rows):
-            rows = slice(start, start + self._chunk_rows)
-            out[rows] = -0.5 * mahalanobis(self.X[rows], params.means, params.precisions_cholesky) + constant
-        return out
-
     def e_step(self, params: GaussianParams) -> tuple[float, FloatArray]:
-        weighted = self.estimate_log_prob(params)
-        log_norm = logsumexp(weighted, axis=1)
-        weighted -= log_norm[:, None]
-        return float(log_norm.sum()), weighted
+        """Log-likelihood and log-responsibilities, chunk by chunk: whiten, add constants, normalise in place."""
+        mahalanobis = _MAHALANOBIS[self.covariance_type]
+        centred_means = params.means - self.shift
+        log_det = _log_det_cholesky(params.precisions_cholesky, self.covariance_type, self.n_features)
+        with np.errstate(divide="ignore"):  # a zero weight is a legal, impossible component: log 0 = -inf
+            constant = log_det - 0.5 * self.n_features * _LOG_2PI + np.log(params.weights)
+        # Kept components-major (K x n); callers get the n x K transposed view, no copy.
+        log_resp = np.empty((self.n_components, self.n_observations))
+        constant = constant[:, None]
+        total = 0.0
+        for start in range(0, self.n_observations, self._e_rows):
+            rows = slice(start, start + self._e_rows)
+            chunk = mahalanobis(self.X[rows], centred_means, params.precisions_cholesky)
+            chunk *= -0.5
+            chunk += constant
+            total += _normalise_log_columns(chunk)
+            log_resp[:, rows] = chunk
+        return total, log_resp.T
 
     def m_step(self, log_resp: FloatArray, params: GaussianParams) -> tuple[GaussianParams, list[str]]:
-        new_params, collapsed = self.params_from_resp(np.exp(log_resp))
-        return new_params, self._collapse_warnings(collapsed)
-
-    def params_from_resp(self, resp: FloatArray) -> tuple[GaussianParams, list[int]]:
-        nk = resp.sum(axis=0) + 10 * np.finfo(resp.dtype).eps
-        means = (resp.T @ self.X) / nk[:, None]
-        covariances = _COVARIANCE_ESTIMATORS[self.covariance_type](resp, self.X, nk, means, self.reg_covar)
+        moments = self._moments(log_resp=log_resp)
+        centred_means = moments.first / moments.nk[:, None]
+        covariances = _COVARIANCES[self.covariance_type](moments, centred_means, self.reg_covar)
         covariances, prec_chol, collapsed = precisions_from_covariances(covariances, self.covariance_type, self.floor)
-        return GaussianParams(nk / nk.sum(), means, covariances, prec_chol), collapsed
+        weights = moments.nk / moments.nk.sum()
+        return GaussianParams(weights, centred_means + self.shift, covariances, prec_chol), self._collapse_warnings(
+            collapsed
+        )
+
+    def _moments(self, log_resp: FloatArray | None = None, resp: FloatArray | None = None) -> _Moments:
+        """Counts, first and second moments of the centred data under the responsibilities, in row chunks."""
+        K, d = self.n_components, self.n_features
+        full = self.covariance_type == "full"
+        nk, first = np.zeros(K), np.zeros((K, d))
+        second = np.zeros((K, d, d) if full else (K, d))
+        # Components-major (K x n): a no-copy view when log_resp is what e_step returned.
+        weights_kn = np.ascontiguousarray((log_resp if log_resp is not None else resp).T)  # type: ignore[union-attr]
+        for start in range(0, self.n_observations, self._m_rows):
+            rows = slice(start, start + self._m_rows)
+            r = np.exp(weights_kn[:, rows]) if log_resp is not None else weights_kn[:, rows]
+            x = self.X[rows]
+            nk += r.sum(axis=1)
+            first += r @ x
+            if full:  # weighted Gram matrices: d x d products over a cache-sized chunk beat any n x d^2 form
+                xt = x.T
+                for k in range(K):
+                    second[k] += (xt * r[k]) @ x
+            elif self.covariance_type != "tied":
+                second += r @ (x * x)
+        nk += 10 * np.finfo(np.float64).eps  # scikit-learn's floor: an empty component divides by ~0, not 0
+        if self.covariance_type == "tied":
+            assert self._gram is not None
+            second = self._gram
+        return _Moments(nk, first, second)
 
     def _collapse_warnings(self, collapsed: list[int]) -> list[str]:
         if not collapsed:
@@ -436,6 +491,28 @@ class GaussianMixture:
             if not np.allclose(stack, stack.transpose(0, 2, 1), rtol=1e-10, atol=0):
                 raise InvalidParameterError("init.covariances must be symmetric", "init.covariances")
         return arr
+
+
+def _squared_distances(X: FloatArray, centres: FloatArray) -> FloatArray:
+    """n x m squared distances (the expanded form: one matrix product, clipped at 0 against rounding)."""
+    distances: FloatArray = np.sum(X**2, axis=1)[:, None] - 2 * X @ centres.T + np.sum(centres**2, axis=1)[None, :]
+    np.maximum(distances, 0, out=distances)
+    return distances
+
+
+def _normalise_log_columns(chunk: FloatArray) -> float:
+    """In place on a K x n chunk: each column minus its log-sum-exp; returns the sum of those log-sum-exps.
+
+    Written out rather than scipy.special.logsumexp: one max, one exp and one log, reductions across rows.
+    """
+    column_max = chunk.max(axis=0)
+    column_max[~np.isfinite(column_max)] = 0.0
+    shifted = chunk - column_max
+    np.exp(shifted, out=shifted)
+    log_norm = np.log(shifted.sum(axis=0))
+    log_norm += column_max
+    chunk -= log_norm
+    return float(log_norm.sum())
 
 
 def _check_enough_distinct_points(X: FloatArray, n_components: int) -> None:

@@ -1,0 +1,210 @@
+"""Per-iteration EM cost: our solver against scikit-learn's GaussianMixture, and against the arithmetic floor.
+
+Same process, same data, same starting parameters (weights, means, covariances / precisions). The cost of
+one iteration is the difference between runs of ``a`` and ``b`` iterations divided by ``b - a``, so set-up
+and the final E-step cancel out. Both must reach the same log-likelihood (1e-6 relative). The floor is one
+(n x d) @ (d x Kd) product and one exp over n x K: the least an iteration must do. Also: the coin model,
+and the peak memory of a 10^6 x 8, K=8 fit.
+
+    .venv/bin/python benchmarks/bench_em.py            # the full grid (about ten minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_em.py --quick    # a small grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import tracemalloc
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results import stamp, write_section
+from service.em.coins import CoinMixture
+from service.em.gaussian import GaussianMixture, GaussianParams
+from service.em.loop import EMOptions, run_em
+
+SKIP_ABOVE_S = 60.0  # a cell whose estimated cost exceeds this is skipped, as the issue allows
+
+
+def _data(n: int, d: int, k: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (k, d))
+    return centres[rng.integers(k, size=n)] + rng.normal(size=(n, d))
+
+
+def _start(X: np.ndarray, k: int, covariance_type: str) -> GaussianParams:
+    return GaussianMixture(X, k, covariance_type, init_method="random_from_data").initialize(np.random.default_rng(1))
+
+
+def _ours(X: np.ndarray, start: GaussianParams, covariance_type: str, iterations: int) -> tuple[float, float]:
+    model = GaussianMixture(
+        X,
+        len(start.weights),
+        covariance_type,
+        init_means=start.means,
+        init_covariances=start.covariances,
+        init_weights=start.weights,
+    )
+    began = time.perf_counter()
+    outcome = run_em(model, EMOptions(max_iter=iterations, tol=0, trace="none", canonical_order=False))
+    return time.perf_counter() - began, outcome.log_likelihood / len(X)
+
+
+def _sklearn(X: np.ndarray, start: GaussianParams, covariance_type: str, iterations: int) -> tuple[float, float]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture as Reference
+
+    covariances = start.covariances
+    precisions = np.linalg.inv(covariances) if covariance_type in ("full", "tied") else 1.0 / covariances
+    reference = Reference(
+        len(start.weights),
+        covariance_type=covariance_type,
+        max_iter=iterations,
+        tol=0,
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=precisions,
+    )
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.fit(X)
+    return time.perf_counter() - began, float(reference.score(X))
+
+
+def _per_iteration(run, a: int, b: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    short, _ = run(a)
+    long, log_likelihood = run(b)
+    return max(long - short, 1e-9) / (b - a), log_likelihood
+
+
+def _floor(X: np.ndarray, k: int) -> float:
+    d = X.shape[1]
+    weights = np.random.default_rng(2).normal(size=(d, k * d))
+    log_resp = np.random.default_rng(3).normal(size=(len(X), k))
+    best = math.inf
+    for _ in range(3):
+        began = time.perf_counter()
+        X @ weights
+        np.exp(log_resp)
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def gaussian_grid(quick: bool) -> tuple[list[str], list[float], list[float]]:
+    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    dims = [1, 8] if quick else [1, 2, 8, 32]
+    rows = ["| n | d | K | type | ours ms/it | scikit-learn ms/it | speed-up | floor ms | ours / floor | equal LL |"]
+    rows.append("|---|---|---|---|---|---|---|---|---|---|")
+    ratios, floor_ratios_1e6 = [], []
+    for n in sizes:
+        for d in dims:
+            X = _data(n, d, 8)
+            for k in (2, 8):
+                for covariance_type in ("full", "diag"):
+                    start = _start(X, k, covariance_type)
+                    probe, _ = _sklearn(X, start, covariance_type, 1)
+                    if probe * 4 > SKIP_ABOVE_S:
+                        rows.append(
+                            f"| {n:,} | {d} | {k} | {covariance_type} | skipped: one scikit-learn "
+                            f"iteration takes {probe:.0f} s | | | | | |"
+                        )
+                        continue
+                    a, b = (1, 3) if probe > 1 else (2, 7)
+                    ours, ll_ours = _per_iteration(partial(_ours, X, start, covariance_type), a, b)
+                    theirs, ll_theirs = _per_iteration(partial(_sklearn, X, start, covariance_type), a, b)
+                    floor = _floor(X, k)
+                    equal = abs(ll_ours - ll_theirs) <= 1e-6 * abs(ll_theirs)
+                    ratios.append(theirs / ours)
+                    if n == 1_000_000:
+                        floor_ratios_1e6.append(ours / floor)
+                    rows.append(
+                        f"| {n:,} | {d} | {k} | {covariance_type} | {ours * 1e3:.2f} | {theirs * 1e3:.2f} "
+                        f"| {theirs / ours:.2f}x | {floor * 1e3:.2f} | {ours / floor:.2f} "
+                        f"| {'yes' if equal else 'NO'} |"
+                    )
+                    print(rows[-1], flush=True)
+    return rows, ratios, floor_ratios_1e6
+
+
+def coin_rows(quick: bool) -> list[str]:
+    rows = ["| experiments | K | ms/iteration |", "|---|---|---|"]
+    for n in [1_000, 100_000] if quick else [1_000, 100_000, 1_000_000]:
+        rng = np.random.default_rng(4)
+        heads = rng.binomial(100, rng.choice([0.2, 0.5, 0.8], n)).astype(float)
+        model = CoinMixture(heads, 100 - heads, 3, fit_weights=True)
+
+        def run(iterations: int, model: CoinMixture = model) -> tuple[float, float]:
+            began = time.perf_counter()
+            outcome = run_em(model, EMOptions(max_iter=iterations, tol=0, seed=0, trace="none"))
+            return time.perf_counter() - began, outcome.log_likelihood
+
+        per_iteration, _ = _per_iteration(run, 2, 12)
+        rows.append(f"| {n:,} | 3 | {per_iteration * 1e3:.3f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def memory_row() -> str:
+    n, d, k = 1_000_000, 8, 8
+    X = _data(n, d, k)
+    start = _start(X, k, "full")
+    model_args = {"init_means": start.means, "init_covariances": start.covariances, "init_weights": start.weights}
+    tracemalloc.start()
+    model = GaussianMixture(X, k, "full", **model_args)
+    run_em(model, EMOptions(max_iter=3, tol=0, trace="none"))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    data_bytes, resp_bytes = X.nbytes, n * k * 8
+    budget = 3 * data_bytes + resp_bytes
+    return (
+        f"Peak memory allocated by a {n:,} x {d}, K={k} full fit (tracemalloc, input array excluded): "
+        f"**{peak / 1e6:.0f} MB** against the budget 3 x data + responsibilities = {budget / 1e6:.0f} MB "
+        f"({peak / budget:.2f} of it; data {data_bytes / 1e6:.0f} MB, responsibilities {resp_bytes / 1e6:.0f} MB)."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small grid (no 10^6 cells, no memory run)")
+    args = parser.parse_args()
+
+    grid, ratios, floor_ratios = gaussian_grid(args.quick)
+    coins = coin_rows(args.quick)
+    memory = "" if args.quick else memory_row()
+    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    summary = [
+        f"Geometric mean speed-up over {len(ratios)} cells: **{geomean:.2f}x**; slowest cell "
+        f"{min(ratios):.2f}x ({sum(r < 1 for r in ratios)} cells slower than scikit-learn).",
+    ]
+    if floor_ratios:
+        summary.append(f"On the n = 10^6 cells our iteration is at most **{max(floor_ratios):.2f}x** the floor.")
+    report = "\n".join(
+        [
+            "## Solver: per-iteration cost against scikit-learn and the floor",
+            "",
+            stamp(" ".join(["benchmarks/bench_em.py", *sys.argv[1:]])),
+            *summary,
+            "",
+            *grid,
+            "",
+            "### Coins (3 coins, 100 flips per experiment, weights fitted)",
+            "",
+            *coins,
+            "",
+            memory,
+        ]
+    )
+    print(report)
+    write_section("solver" if not args.quick else "solver-quick", report)
+
+
+if __name__ == "__main__":
+    main()
