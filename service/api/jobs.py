@@ -109,7 +109,16 @@ async def _existing_job(job_id: str, jobs: Annotated[JobManager, Depends(get_job
     return await jobs.get(job_id)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=NOT_FOUND, summary="Follow a job")
+# Errors of the stream endpoint are JSON like everywhere else, not events: say so in the schema.
+STREAM_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {
+        "description": "no such job (or it expired)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}},
+    }
+}
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=STREAM_NOT_FOUND, summary="Follow a job")
 async def stream_job_events(
     job: Annotated[JobRecord, Depends(_existing_job)],
     jobs: Annotated[JobManager, Depends(get_jobs)],

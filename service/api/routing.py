@@ -20,7 +20,11 @@ class _OrjsonRequest(Request):
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
-                self._json = json.loads(body)  # NaN, 1e999, huge ints parse here; real syntax errors raise
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError as exc:  # a JSONDecodeError, so FastAPI answers 422 json_invalid
+                    raise json.JSONDecodeError(f"the body is not UTF-8 text ({exc.reason})", "", exc.start) from None
+                self._json = json.loads(text)  # NaN, 1e999, huge ints parse here; real syntax errors raise
         return self._json
 
 

@@ -56,6 +56,7 @@ CASES = [
     (GAUSSIAN, '{"points": [1, 2', ["body", 16], "not valid JSON"),
     (GAUSSIAN, "not json", ["body", 0], "not valid JSON"),
     (GAUSSIAN, "[1, 2, 3]", ["body"], "valid dictionary"),
+    (COINS, b"\xff\xfeO\x90", ["body", 0], "not UTF-8"),
     (COINS, '{"sequences": ["HTH", "HXT"]}', ["body", "sequences", 1], "'X' at position 1"),
     (COINS, '{"sequences": ["HT", "  "]}', ["body", "sequences", 1], "no flips"),
     (COINS, '{"sequences": ["HT"], "counts": [{"heads": 1, "tails": 0}]}', ["body"], "exactly one of"),

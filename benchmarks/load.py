@@ -1,0 +1,144 @@
+"""Load test: a real server on loopback, a fixed number of concurrent clients, a bounded time.
+
+Phase "mixed": 80% small coin fits (Do & Batzoglou), 20% medium Gaussian fits (2,000 2-D points, K=3).
+Phase "D&B only": the coin fit alone, for a throughput figure. Throughout, a prober calls /healthz every
+50 ms. Reports throughput, latency percentiles, errors and /healthz latency; writes its RESULTS.md section.
+
+    .venv/bin/python benchmarks/load.py [--duration 60] [--dnb-duration 20] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results import stamp, write_section
+from tests.live_server import live_server
+
+DO_BATZOGLOU = {
+    "sequences": ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"],
+    "init": {"biases": [0.6, 0.5]},
+}
+
+
+def _gaussian_body() -> dict[str, object]:
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 5.0]])
+    points = centres[rng.integers(3, size=2000)] + rng.normal(size=(2000, 2))
+    return {"points": points.round(4).tolist(), "n_components": 3, "seed": 0, "return_labels": False}
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, int] = defaultdict(int)
+        self.health: list[float] = []
+
+
+async def _client(http: httpx.AsyncClient, stop_at: float, mix: float, tally: Tally, seed: int) -> None:
+    chooser, gaussian = random.Random(seed), _gaussian_body()
+    while time.monotonic() < stop_at:
+        kind = "coins (D&B)" if chooser.random() < mix else "gaussian 2000x2"
+        path, body = ("/v1/fit/coins", DO_BATZOGLOU) if kind.startswith("coins") else ("/v1/fit/gaussian", gaussian)
+        began = time.perf_counter()
+        try:
+            response = await http.post(path, json=body)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            tally.latencies[kind].append(time.perf_counter() - began)
+        else:
+            tally.errors[kind] += 1
+
+
+async def _prober(http: httpx.AsyncClient, stop_at: float, tally: Tally) -> None:
+    while time.monotonic() < stop_at:
+        began = time.perf_counter()
+        response = await http.get("/healthz")
+        if response.status_code == 200:
+            tally.health.append(time.perf_counter() - began)
+        else:
+            tally.errors["healthz"] += 1
+        await asyncio.sleep(0.05)
+
+
+async def _phase(url: str, seconds: float, concurrency: int, mix: float) -> Tally:
+    tally = Tally()
+    limits = httpx.Limits(max_connections=concurrency + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(
+            _prober(http, stop_at, tally), *(_client(http, stop_at, mix, tally, seed) for seed in range(concurrency))
+        )
+    return tally
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q) * 1e3:.1f}" if values else "-"
+
+
+def _rows(name: str, tally: Tally, seconds: float) -> list[str]:
+    everything = [v for values in tally.latencies.values() for v in values]
+    rows = [
+        f"| {name}: all | {len(everything)} | {len(everything) / seconds:.1f} | {_ms(everything, 50)} "
+        f"| {_ms(everything, 99)} | {sum(tally.errors.values())} |"
+    ]
+    for kind, values in sorted(tally.latencies.items()):
+        rows.append(
+            f"| {name}: {kind} | {len(values)} | {len(values) / seconds:.1f} | {_ms(values, 50)} "
+            f"| {_ms(values, 99)} | {tally.errors.get(kind, 0)} |"
+        )
+    rows.append(
+        f"| {name}: /healthz (every 50 ms) | {len(tally.health)} | - | {_ms(tally.health, 50)} "
+        f"| {_ms(tally.health, 99)} | {tally.errors.get('healthz', 0)} |"
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of the mixed phase")
+    parser.add_argument("--dnb-duration", type=float, default=20.0, help="seconds of the D&B-only phase")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    env = {"EM_DATA_DIR": tempfile.mkdtemp(), "EM_WORKERS": "2", "EM_LOG_LEVEL": "WARNING"}
+    with live_server(env) as server:
+        mixed = asyncio.run(_phase(server.url, args.duration, args.concurrency, mix=0.8))
+        dnb = asyncio.run(_phase(server.url, args.dnb_duration, args.concurrency, mix=1.0))
+
+    dnb_rate = len(dnb.latencies["coins (D&B)"]) / args.dnb_duration
+    health_p99 = max(float(np.percentile(t.health, 99)) for t in (mixed, dnb)) * 1e3
+    errors = sum(sum(t.errors.values()) for t in (mixed, dnb))
+    report = "\n".join(
+        [
+            f"## Load: {args.concurrency} concurrent clients on loopback, 2 fit workers",
+            "",
+            stamp(" ".join(["benchmarks/load.py", *sys.argv[1:]])),
+            f"D&B fit throughput on this machine: **{dnb_rate:.0f} fits/s**; errors: **{errors}**; "
+            f"/healthz p99 under load: **{health_p99:.1f} ms**.",
+            "",
+            "| phase: requests | completed | per second | p50 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|",
+            *_rows(f"mixed {args.duration:.0f} s", mixed, args.duration),
+            *_rows(f"D&B only {args.dnb_duration:.0f} s", dnb, args.dnb_duration),
+        ]
+    )
+    print(report)
+    write_section("load-test", report)
+
+
+if __name__ == "__main__":
+    main()
