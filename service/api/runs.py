@@ -34,10 +34,17 @@ def _time_limit(task: CoinTask | GaussianTask) -> float:
     return task.options.time_limit_s
 
 
+# Below this many observations building a model takes microseconds: less than a hop to a thread.
+_INLINE_CHECK_MAX = 10_000
+
+
 async def check_fittable(task: CoinTask | GaussianTask) -> None:
     """Build the model (no fitting) so an unfittable request is a 422 now, not a failed job later."""
     build: Callable[[Any], Any] = build_coin_model if isinstance(task, CoinTask) else build_gaussian_model
-    await anyio.to_thread.run_sync(build, task)
+    if task.size <= _INLINE_CHECK_MAX:
+        build(task)
+    else:
+        await anyio.to_thread.run_sync(build, task)
 
 
 async def submit(jobs: JobManager, kind: str, item: WorkItem, request: dict[str, Any]) -> JobRecord:

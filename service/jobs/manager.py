@@ -35,6 +35,8 @@ from service.jobs.store import JobStore
 
 logger = logging.getLogger("service.jobs")
 
+_INLINE_WRITE_MAX = 64 * 1024  # bytes of result JSON
+
 
 @dataclass(frozen=True)
 class JobEvent:
@@ -315,8 +317,12 @@ class LocalJobManager:
         active.done.set()
         self.observer.job_finished(record.kind, status)
         self._notify(active)
-        # The write of a large result goes to a thread; readers are served from memory meanwhile.
-        self._spawn(anyio.to_thread.run_sync(self.store.finish, record))
+        # A large result is written from a thread (readers are served from memory meanwhile); a small one
+        # is written here, which costs less than the hop to a thread.
+        if record.result is not None and len(record.result) > _INLINE_WRITE_MAX:
+            self._spawn(anyio.to_thread.run_sync(self.store.finish, record))
+        else:
+            self.store.finish(record)
         asyncio.get_running_loop().call_later(self.limits.replay_window_s, self._active.pop, record.id, None)
 
     # --- scheduling ---

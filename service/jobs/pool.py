@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from service.jobs.models import WorkItem
@@ -25,6 +26,7 @@ from service.jobs.worker import worker_main
 logger = logging.getLogger("service.jobs.pool")
 
 Message = tuple[Any, ...]
+_INLINE_SEND_MAX = 32 * 1024  # bytes; a pipe buffers 64 KiB
 
 
 @dataclass(eq=False)
@@ -120,8 +122,11 @@ class WorkerPool:
         worker.seq += 1
         worker.job_id = job_id
         assert self._loop is not None
-        # Sending a large task blocks until the worker has read it; do it off the event loop.
-        self._loop.run_in_executor(None, self._send, worker, (job_id, worker.seq, item))
+        message = ForkingPickler.dumps((job_id, worker.seq, item))
+        if len(message) <= _INLINE_SEND_MAX:  # fits the pipe's buffer: the write cannot block
+            self._send(worker, message)
+        else:  # a large task blocks until the worker has read it: off the event loop
+            self._loop.run_in_executor(None, self._send, worker, message)
 
     def cancel(self, job_id: str) -> None:
         """Ask the worker to stop at its next iteration (cooperative; see :meth:`kill`)."""
@@ -151,10 +156,10 @@ class WorkerPool:
         with self._lock:
             self._workers.append(_Worker(process, parent_conn, cancel_seq))
 
-    def _send(self, worker: _Worker, message: Message) -> None:
+    def _send(self, worker: _Worker, message: bytes | memoryview) -> None:
         # A worker that died meanwhile is reported by the reader thread, which fails its job.
         with contextlib.suppress(OSError, ValueError):
-            worker.conn.send(message)
+            worker.conn.send_bytes(message)  # what Connection.send does after pickling; recv() unpickles
 
     def _read_forever(self) -> None:
         while not self._stopping.is_set():

@@ -23,6 +23,7 @@ logger = logging.getLogger("service.jobs.worker")
 # fast iteration itself, and 20 batches a second is live enough to watch.
 _FLUSH_INTERVAL_S = 0.05
 _FLUSH_MAX_EVENTS = 1000
+_WORKER_NICENESS = 5
 
 
 class _WorkerHooks(Hooks):
@@ -76,6 +77,9 @@ def run_job(conn: Connection, job_id: str, seq: int, item: WorkItem, cancel_seq:
 def worker_main(conn: Connection, cancel_seq: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Fits are batch work: when the cores are saturated the event loop (health checks, new requests,
+    # streams) should be scheduled first, and a lower priority costs a lone fit nothing.
+    os.nice(_WORKER_NICENESS)
     while True:
         try:
             message = conn.recv()
