@@ -47,14 +47,16 @@ async def check_fittable(task: CoinTask | GaussianTask) -> None:
         await anyio.to_thread.run_sync(build, task)
 
 
-async def submit(jobs: JobManager, kind: str, item: WorkItem, request: dict[str, Any]) -> JobRecord:
+async def submit(
+    jobs: JobManager, kind: str, item: WorkItem, request: dict[str, Any], keep_events: bool = True
+) -> JobRecord:
     await check_fittable(item.task)
-    return await jobs.submit(kind, item, request)
+    return await jobs.submit(kind, item, request, keep_events=keep_events)
 
 
 async def run_to_completion(jobs: JobManager, kind: str, item: WorkItem, request: dict[str, Any]) -> bytes:
     """Submit, wait, and return the result JSON; a job that ends without one raises :class:`FitFailed`."""
-    record = await submit(jobs, kind, item, request | {"mode": "sync"})
+    record = await submit(jobs, kind, item, request | {"mode": "sync"}, keep_events=False)
     record = await jobs.wait(record.id)
     if record.status == "succeeded" and record.result is not None:
         return record.result

@@ -57,7 +57,9 @@ class JobManager(Protocol):
     def stats(self) -> dict[str, int]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    async def submit(self, kind: str, item: WorkItem, request: dict[str, Any]) -> JobRecord: ...
+    async def submit(
+        self, kind: str, item: WorkItem, request: dict[str, Any], keep_events: bool = True
+    ) -> JobRecord: ...
     async def wait(self, job_id: str) -> JobRecord: ...
     async def get(self, job_id: str) -> JobRecord: ...
     async def list(self, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]: ...
@@ -105,6 +107,7 @@ class _ActiveJob:
     cancel_requested_at: float | None = None
     timed_out: bool = False
     last_progress_write: float = 0.0
+    keep_events: bool = True
 
     def add_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
@@ -166,12 +169,14 @@ class LocalJobManager:
 
     # --- the interface ---
 
-    async def submit(self, kind: str, item: WorkItem, request: dict[str, Any]) -> JobRecord:
+    async def submit(self, kind: str, item: WorkItem, request: dict[str, Any], keep_events: bool = True) -> JobRecord:
+        """Queue a job. ``keep_events=False`` (a synchronous fit, whose caller waits for the result) drops
+        the job from memory as soon as it ends, instead of keeping its live events for late followers."""
         if len(self._pending) >= self.limits.queue_size:
             raise QueueFull(self.limits.queue_size, retry_after_s=max(1, len(self._pending) // self.limits.workers))
         record = JobRecord(id=new_job_id(), kind=kind, status="queued", created_at=time.time(), request=request)
         self.store.insert(record)
-        self._active[record.id] = _ActiveJob(record, item, item.time_limit_s)
+        self._active[record.id] = _ActiveJob(record, item, item.time_limit_s, keep_events=keep_events)
         self._pending.append(record.id)
         self._dispatch()
         return record
@@ -323,7 +328,12 @@ class LocalJobManager:
             self._spawn(anyio.to_thread.run_sync(self.store.finish, record))
         else:
             self.store.finish(record)
-        asyncio.get_running_loop().call_later(self.limits.replay_window_s, self._active.pop, record.id, None)
+        # Held events are many small objects; at a hundred fits a second, keeping those no follower needs
+        # made the garbage collector pause for 100 ms. Waiters and open streams keep their own reference.
+        if active.keep_events:
+            asyncio.get_running_loop().call_later(self.limits.replay_window_s, self._active.pop, record.id, None)
+        else:
+            self._active.pop(record.id, None)
 
     # --- scheduling ---
 
