@@ -121,9 +121,13 @@ class CoinMixture:
             return log_heads + log_tails + np.log(params.weights)[None, :]  # type: ignore[no-any-return]
 
     def e_step(self, params: CoinParams) -> tuple[float, FloatArray]:
+        """Log-likelihood and the n x K log-responsibilities (small enough to hand to the M-step whole)."""
         log_joint = self._log_joint(params)
         log_norm = logsumexp(log_joint, axis=1)
         return float(log_norm.sum()), log_joint - log_norm[:, None]
+
+    def log_responsibilities(self, params: CoinParams) -> FloatArray:
+        return self.e_step(params)[1]
 
     def m_step(self, log_resp: FloatArray, params: CoinParams) -> tuple[CoinParams, list[str]]:
         resp = np.exp(log_resp)

@@ -2,7 +2,7 @@
 
 The M-step follows scikit-learn's ``GaussianMixture`` exactly (``reg_covar`` on the diagonal, a tiny
 floor on component counts), so from the same start both walk the same path. Everything is in log
-space; the E-step works through ``X`` in row chunks so no n x K x d temporary is ever built.
+space; the passes over the data (E-step and the M-step's sums together) live in ``gaussian_pass``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from scipy.cluster.vq import kmeans2
 
 from service.em.coins import check_weights
 from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.gaussian_pass import Components, Design, Moments
 
 FloatArray = NDArray[np.float64]
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
 InitMethod = Literal["kmeans", "kmeans++", "random_from_data", "random"]
-
-_LOG_2PI = np.log(2 * np.pi)
-# Rows per E-step chunk: keeps the n x K x d whitening product within a few MB (cache-sized).
-_CHUNK_ELEMENTS = 1 << 19
+WorkingDtype = Literal["float64", "float32"]
 
 
 @dataclass(frozen=True)
@@ -39,20 +37,22 @@ class GaussianParams:
 
 # --- M-step: covariances from accumulated moments, one function per type ---
 #
-# The responsibilities are reduced in row chunks to counts, first moments and second moments of the
-# (centred) data; every covariance type is then a few K x d x d operations. The results equal
+# The responsibilities are reduced (in the E-step's pass) to counts, first moments and second moments of
+# the (centred) data; every covariance type is then a few K x d x d operations. The results equal
 # scikit-learn's per-component sums of r (x - mean)(x - mean)^T: centring the data once keeps the
 # second-moment form free of cancellation.
 
 
 @dataclass(frozen=True)
-class _Moments:
-    nk: FloatArray  # (K,) responsibilities summed per component, plus scikit-learn's 10 eps floor
+class Statistics:
+    """What the M-step needs of the responsibilities (taken in the E-step's pass over the data)."""
+
+    nk: FloatArray  # (K,) summed responsibilities, plus scikit-learn's 10 eps floor
     first: FloatArray  # (K, d) sum of r x
-    second: FloatArray  # full: (K, d, d) sum of r x x^T; diag/spherical: (K, d) sum of r x^2; tied: (d, d) X^T X
+    second: FloatArray  # full: (K, d, d) sum of r x x^T; diag/spherical: (K, d) sum of r x^2; tied: X^T X
 
 
-def _covariances_full(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+def _covariances_full(m: Statistics, means: FloatArray, reg: float) -> FloatArray:
     centre = m.first / m.nk[:, None]
     # sum r (x - a)(x - a)^T / nk = second / nk - centre a^T - a centre^T + a a^T  (a = the means used)
     cross = np.einsum("ki,kj->kij", centre, means)
@@ -64,7 +64,7 @@ def _covariances_full(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
     return covariances
 
 
-def _covariances_tied(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+def _covariances_tied(m: Statistics, means: FloatArray, reg: float) -> FloatArray:
     cross = m.first.T @ means
     covariance: FloatArray = (m.second - cross - cross.T + (m.nk * means.T) @ means) / m.nk.sum()
     covariance = (covariance + covariance.T) / 2
@@ -72,16 +72,16 @@ def _covariances_tied(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
     return covariance
 
 
-def _covariances_diag(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+def _covariances_diag(m: Statistics, means: FloatArray, reg: float) -> FloatArray:
     centre = m.first / m.nk[:, None]
     return m.second / m.nk[:, None] - 2 * centre * means + means**2 + reg
 
 
-def _covariances_spherical(m: _Moments, means: FloatArray, reg: float) -> FloatArray:
+def _covariances_spherical(m: Statistics, means: FloatArray, reg: float) -> FloatArray:
     return _covariances_diag(m, means, reg).mean(axis=1)  # type: ignore[no-any-return]
 
 
-_COVARIANCES: dict[str, Callable[[_Moments, FloatArray, float], FloatArray]] = {
+_COVARIANCES: dict[str, Callable[[Statistics, FloatArray, float], FloatArray]] = {
     "full": _covariances_full,
     "tied": _covariances_tied,
     "diag": _covariances_diag,
@@ -157,68 +157,6 @@ def precisions_from_covariances(
     return covariances, 1.0 / np.sqrt(covariances), collapsed
 
 
-# --- E-step: log N(x | mean_k, cov_k) per type, in row chunks ---
-
-
-def _log_det_cholesky(prec_chol: FloatArray, covariance_type: str, n_features: int) -> FloatArray:
-    if covariance_type == "full":
-        return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)  # type: ignore[no-any-return]
-    if covariance_type == "tied":
-        return np.sum(np.log(np.diag(prec_chol)))  # type: ignore[no-any-return]
-    if covariance_type == "diag":
-        return np.sum(np.log(prec_chol), axis=1)  # type: ignore[no-any-return]
-    return n_features * np.log(prec_chol)
-
-
-# Each returns the squared Mahalanobis distances as a K x n_chunk array: in that layout the later
-# reductions over components are K - 1 elementwise operations on contiguous rows, which numpy does far
-# faster than n_chunk reductions over K values each.
-
-
-def _mahalanobis_full(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
-    n_components, n_features = means.shape
-    # All components whitened by one matrix product: [P_1 ... P_K]^T (Kd x d) @ X^T (d x n).
-    stacked = prec_chol.transpose(0, 2, 1).reshape(n_components * n_features, n_features)
-    offsets = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1, 1)
-    y = stacked @ X.T
-    y -= offsets
-    y *= y
-    return y.reshape(n_components, n_features, len(X)).sum(axis=1)  # type: ignore[no-any-return]
-
-
-def _mahalanobis_tied(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
-    y = prec_chol.T @ X.T
-    mu = means @ prec_chol
-    out = np.empty((len(means), len(X)))
-    for k in range(len(means)):
-        out[k] = np.sum(np.square(y - mu[k][:, None]), axis=0)
-    return out
-
-
-def _mahalanobis_diag(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
-    precisions = prec_chol**2
-    out: FloatArray = precisions @ (X * X).T
-    out -= 2.0 * ((means * precisions) @ X.T)
-    out += np.sum(means**2 * precisions, axis=1)[:, None]
-    return out
-
-
-def _mahalanobis_spherical(X: FloatArray, means: FloatArray, prec_chol: FloatArray) -> FloatArray:
-    precisions = prec_chol**2
-    out: FloatArray = np.outer(precisions, np.sum(X * X, axis=1))
-    out -= 2.0 * precisions[:, None] * (means @ X.T)
-    out += (np.sum(means**2, axis=1) * precisions)[:, None]
-    return out
-
-
-_MAHALANOBIS: dict[str, Callable[[FloatArray, FloatArray, FloatArray], FloatArray]] = {
-    "full": _mahalanobis_full,
-    "tied": _mahalanobis_tied,
-    "diag": _mahalanobis_diag,
-    "spherical": _mahalanobis_spherical,
-}
-
-
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
     """Free parameters, scikit-learn's count (for BIC/AIC)."""
     covariance_params = {
@@ -235,6 +173,8 @@ class GaussianMixture:
 
     Parameters are always in the caller's coordinates; internally the data are centred on their mean
     (a shift the likelihood does not see), so second moments lose no precision far from the origin.
+    ``dtype="float32"`` runs the passes over the data in single precision (half the memory traffic);
+    the parameters and every sum across chunks stay in double precision.
     """
 
     def __init__(
@@ -247,6 +187,7 @@ class GaussianMixture:
         init_means: Any = None,
         init_covariances: Any = None,
         init_weights: Any = None,
+        dtype: WorkingDtype = "float64",
     ) -> None:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -261,18 +202,18 @@ class GaussianMixture:
             raise InvalidParameterError(f"reg_covar must be a finite number >= 0, got {reg_covar}", "reg_covar")
         if n_components < 1:
             raise InvalidParameterError(f"n_components must be at least 1, got {n_components}", "n_components")
+        if dtype not in ("float64", "float32"):
+            raise InvalidParameterError(f"dtype must be 'float64' or 'float32', got {dtype!r}", "dtype")
         _check_enough_distinct_points(X, n_components)
-        n_features = X.shape[1]
         self.n_components, self.covariance_type = n_components, covariance_type
         self.reg_covar, self.init_method = reg_covar, init_method
         self.shift = X.mean(axis=0)
-        self.X = X - self.shift  # centred copy: the only n x d array the model keeps
+        centred = X - self.shift
+        self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
+        # In double precision the design holds the centred data already: keep one copy, not two.
+        self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
         self.floor = _variance_floor(self.X)
         self._gram = self.X.T @ self.X if covariance_type == "tied" else None
-        # Row chunks keep each step's temporaries (n_chunk x K*d in the E-step, n_chunk x d in the M-step)
-        # in cache; measured on 2 cores, smaller chunks only add per-call overhead.
-        self._e_rows = max(1, _CHUNK_ELEMENTS // (n_components * n_features))
-        self._m_rows = max(1, _CHUNK_ELEMENTS // (8 * max(n_components, n_features)))
         # Caller-given starting arrays, checked now so a bad shape fails before any work.
         self.given_means = None if init_means is None else self._shape_means(init_means)
         self.given_covariances = None if init_covariances is None else self._shape_covariances(init_covariances)
@@ -306,7 +247,7 @@ class GaussianMixture:
         if means is None or covariances is None or weights is None:
             centred_means = None if means is None else means - self.shift
             resp = self._initial_resp(rng) if centred_means is None else self._nearest_resp(centred_means)
-            moments = self._moments(resp=resp)
+            moments = self._statistics(self._design.moments(resp))
             if centred_means is None:
                 centred_means = moments.first / moments.nk[:, None]
             if covariances is None:
@@ -365,28 +306,12 @@ class GaussianMixture:
 
     # --- the EM hooks ---
 
-    def e_step(self, params: GaussianParams) -> tuple[float, FloatArray]:
-        """Log-likelihood and log-responsibilities, chunk by chunk: whiten, add constants, normalise in place."""
-        mahalanobis = _MAHALANOBIS[self.covariance_type]
-        centred_means = params.means - self.shift
-        log_det = _log_det_cholesky(params.precisions_cholesky, self.covariance_type, self.n_features)
-        with np.errstate(divide="ignore"):  # a zero weight is a legal, impossible component: log 0 = -inf
-            constant = log_det - 0.5 * self.n_features * _LOG_2PI + np.log(params.weights)
-        # Kept components-major (K x n); callers get the n x K transposed view, no copy.
-        log_resp = np.empty((self.n_components, self.n_observations))
-        constant = constant[:, None]
-        total = 0.0
-        for start in range(0, self.n_observations, self._e_rows):
-            rows = slice(start, start + self._e_rows)
-            chunk = mahalanobis(self.X[rows], centred_means, params.precisions_cholesky)
-            chunk *= -0.5
-            chunk += constant
-            total += _normalise_log_columns(chunk)
-            log_resp[:, rows] = chunk
-        return total, log_resp.T
+    def e_step(self, params: GaussianParams) -> tuple[float, Statistics]:
+        """Log-likelihood at ``params`` and the sums the M-step needs, in one pass over the data."""
+        log_likelihood, moments = self._design.expectation(self._components(params))
+        return log_likelihood, self._statistics(moments)
 
-    def m_step(self, log_resp: FloatArray, params: GaussianParams) -> tuple[GaussianParams, list[str]]:
-        moments = self._moments(log_resp=log_resp)
+    def m_step(self, moments: Statistics, params: GaussianParams) -> tuple[GaussianParams, list[str]]:
         centred_means = moments.first / moments.nk[:, None]
         covariances = _COVARIANCES[self.covariance_type](moments, centred_means, self.reg_covar)
         covariances, prec_chol, collapsed = precisions_from_covariances(covariances, self.covariance_type, self.floor)
@@ -395,31 +320,18 @@ class GaussianMixture:
             collapsed
         )
 
-    def _moments(self, log_resp: FloatArray | None = None, resp: FloatArray | None = None) -> _Moments:
-        """Counts, first and second moments of the centred data under the responsibilities, in row chunks."""
-        K, d = self.n_components, self.n_features
-        full = self.covariance_type == "full"
-        nk, first = np.zeros(K), np.zeros((K, d))
-        second = np.zeros((K, d, d) if full else (K, d))
-        # Components-major (K x n): a no-copy view when log_resp is what e_step returned.
-        weights_kn = np.ascontiguousarray((log_resp if log_resp is not None else resp).T)  # type: ignore[union-attr]
-        for start in range(0, self.n_observations, self._m_rows):
-            rows = slice(start, start + self._m_rows)
-            r = np.exp(weights_kn[:, rows]) if log_resp is not None else weights_kn[:, rows]
-            x = self.X[rows]
-            nk += r.sum(axis=1)
-            first += r @ x
-            if full:  # weighted Gram matrices: d x d products over a cache-sized chunk beat any n x d^2 form
-                xt = x.T
-                for k in range(K):
-                    second[k] += (xt * r[k]) @ x
-            elif self.covariance_type != "tied":
-                second += r @ (x * x)
-        nk += 10 * np.finfo(np.float64).eps  # scikit-learn's floor: an empty component divides by ~0, not 0
-        if self.covariance_type == "tied":
-            assert self._gram is not None
-            second = self._gram
-        return _Moments(nk, first, second)
+    def log_responsibilities(self, params: GaussianParams) -> FloatArray:
+        return self._design.log_responsibilities(self._components(params))
+
+    def _components(self, params: GaussianParams) -> Components:
+        return Components(params.means - self.shift, params.precisions_cholesky, params.weights)
+
+    def _statistics(self, moments: Moments) -> Statistics:
+        """scikit-learn's floor on the counts (an empty component divides by ~0, not 0); tied: the data's Gram."""
+        nk = moments.nk + 10 * np.finfo(np.float64).eps
+        second = self._gram if self.covariance_type == "tied" else moments.second
+        assert second is not None  # every other type's pass takes its second moments
+        return Statistics(nk, moments.first, second)
 
     def _collapse_warnings(self, collapsed: list[int]) -> list[str]:
         if not collapsed:
@@ -498,21 +410,6 @@ def _squared_distances(X: FloatArray, centres: FloatArray) -> FloatArray:
     distances: FloatArray = np.sum(X**2, axis=1)[:, None] - 2 * X @ centres.T + np.sum(centres**2, axis=1)[None, :]
     np.maximum(distances, 0, out=distances)
     return distances
-
-
-def _normalise_log_columns(chunk: FloatArray) -> float:
-    """In place on a K x n chunk: each column minus its log-sum-exp; returns the sum of those log-sum-exps.
-
-    Written out rather than scipy.special.logsumexp: one max, one exp and one log, reductions across rows.
-    """
-    column_max = chunk.max(axis=0)
-    column_max[~np.isfinite(column_max)] = 0.0
-    shifted = chunk - column_max
-    np.exp(shifted, out=shifted)
-    log_norm = np.log(shifted.sum(axis=0))
-    log_norm += column_max
-    chunk -= log_norm
-    return float(log_norm.sum())
 
 
 def _check_enough_distinct_points(X: FloatArray, n_components: int) -> None:

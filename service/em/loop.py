@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from service.em.errors import EMError
 
 ParamsT = TypeVar("ParamsT")
+StatsT = TypeVar("StatsT")
 TraceMode = Literal["loglik", "params", "none"]
 StopReason = Literal["converged", "max_iter", "time_limit", "cancelled"]
 
@@ -23,8 +24,12 @@ StopReason = Literal["converged", "max_iter", "time_limit", "cancelled"]
 _SEED_BOUND = 2**32
 
 
-class MixtureModel(Protocol[ParamsT]):
-    """The hooks a model fills; the driver owns everything else."""
+class MixtureModel(Protocol[ParamsT, StatsT]):
+    """The hooks a model fills; the driver owns everything else.
+
+    ``StatsT`` is whatever the E-step hands the M-step: the responsibilities themselves, or (to spare an
+    n x K array between the two steps) the sums of them the M-step needs, taken in the E-step's pass.
+    """
 
     @property
     def n_observations(self) -> int:
@@ -35,12 +40,16 @@ class MixtureModel(Protocol[ParamsT]):
         """Starting parameters for one start, drawing every random choice from ``rng``."""
         ...
 
-    def e_step(self, params: ParamsT) -> tuple[float, NDArray[np.float64]]:
-        """Total observed-data log-likelihood at ``params`` and the n x K log-responsibilities."""
+    def e_step(self, params: ParamsT) -> tuple[float, StatsT]:
+        """Total observed-data log-likelihood at ``params`` and what the M-step needs of the responsibilities."""
         ...
 
-    def m_step(self, log_resp: NDArray[np.float64], params: ParamsT) -> tuple[ParamsT, list[str]]:
-        """New parameters from the responsibilities, plus warnings about anything regularised."""
+    def m_step(self, stats: StatsT, params: ParamsT) -> tuple[ParamsT, list[str]]:
+        """New parameters from the E-step's statistics, plus warnings about anything regularised."""
+        ...
+
+    def log_responsibilities(self, params: ParamsT) -> NDArray[np.float64]:
+        """The n x K log-responsibilities at ``params`` (asked once, for the returned start)."""
         ...
 
     def canonical_order(self, params: ParamsT) -> NDArray[np.intp]:
@@ -116,7 +125,6 @@ class _StartRun(Generic[ParamsT]):
     seed: int
     params: ParamsT
     log_likelihood: float
-    log_resp: NDArray[np.float64]
     n_iter: int = 0
     stop_reason: StopReason = "max_iter"
     trace_params: list[ParamsT | None] = field(default_factory=list)
@@ -147,7 +155,7 @@ def start_seeds(seed: int | None, n_init: int) -> list[int]:
 
 
 def run_em(
-    model: MixtureModel[ParamsT],
+    model: MixtureModel[ParamsT, StatsT],
     options: EMOptions,
     hooks: Hooks | None = None,
 ) -> FitOutcome[ParamsT]:
@@ -179,7 +187,7 @@ def run_em(
 
 
 def _run_start(
-    model: MixtureModel[ParamsT],
+    model: MixtureModel[ParamsT, StatsT],
     options: EMOptions,
     hooks: Hooks,
     index: int,
@@ -188,8 +196,8 @@ def _run_start(
     deadline: float | None,
 ) -> _StartRun[ParamsT]:
     n_obs = model.n_observations
-    log_likelihood, log_resp = model.e_step(params)
-    run = _StartRun(seed=seed, params=params, log_likelihood=log_likelihood, log_resp=log_resp)
+    log_likelihood, stats = model.e_step(params)
+    run = _StartRun(seed=seed, params=params, log_likelihood=log_likelihood)
     warnings: dict[str, None] = {}  # ordered set: a warning repeated every iteration is said once
 
     for iteration in range(1, options.max_iter + 1):
@@ -199,12 +207,12 @@ def _run_start(
         if _past(deadline):
             run.stop_reason = "time_limit"
             break
-        params, step_warnings = model.m_step(log_resp, params)
+        params, step_warnings = model.m_step(stats, params)
         warnings.update(dict.fromkeys(step_warnings))
-        new_log_likelihood, log_resp = model.e_step(params)
+        new_log_likelihood, stats = model.e_step(params)
         delta = (new_log_likelihood - log_likelihood) / n_obs
         log_likelihood = new_log_likelihood
-        run.params, run.log_likelihood, run.log_resp, run.n_iter = params, log_likelihood, log_resp, iteration
+        run.params, run.log_likelihood, run.n_iter = params, log_likelihood, iteration
         if options.trace != "none":
             run.trace.append((iteration, log_likelihood, delta))
             run.trace_params.append(params if options.trace == "params" else None)
@@ -217,18 +225,17 @@ def _run_start(
 
 
 def _outcome(
-    model: MixtureModel[ParamsT],
+    model: MixtureModel[ParamsT, StatsT],
     options: EMOptions,
     best: _StartRun[ParamsT],
     runs: Sequence[_StartRun[ParamsT]],
     elapsed_s: float,
 ) -> FitOutcome[ParamsT]:
-    params, log_resp = best.params, best.log_resp
+    params = best.params
     order: NDArray[np.intp] | None = None
     if options.canonical_order:
         order = model.canonical_order(params)
         params = model.permute(params, order)
-        log_resp = log_resp[:, order]
 
     def trace_params(snapshot: ParamsT | None) -> dict[str, Any] | None:
         if snapshot is None:
@@ -252,7 +259,8 @@ def _outcome(
     return FitOutcome(
         params=params,
         log_likelihood=best.log_likelihood,
-        log_resp=log_resp,
+        # One more E-step, for the returned start only: labels and responsibilities belong to its params.
+        log_resp=model.log_responsibilities(params),
         n_iter=best.n_iter,
         converged=best.stop_reason == "converged",
         stop_reason=best.stop_reason,

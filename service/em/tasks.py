@@ -13,7 +13,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.em.coins import CoinMixture, CoinParams, parse_sequences
-from service.em.gaussian import CovarianceType, GaussianMixture, GaussianParams, InitMethod, n_parameters
+from service.em.gaussian import (
+    CovarianceType,
+    GaussianMixture,
+    GaussianParams,
+    InitMethod,
+    WorkingDtype,
+    n_parameters,
+)
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 
 FloatArray = NDArray[np.float64]
@@ -42,6 +49,7 @@ class GaussianTask:
     n_components: int = 2
     covariance_type: CovarianceType = "full"
     reg_covar: float = 1e-6
+    dtype: WorkingDtype = "float64"
     init_method: InitMethod = "kmeans"
     init_means: Any = None
     init_covariances: Any = None
@@ -101,6 +109,7 @@ def build_gaussian_model(task: GaussianTask) -> GaussianMixture:
         task.init_means,
         task.init_covariances,
         task.init_weights,
+        task.dtype,
     )
 
 
@@ -115,7 +124,6 @@ def solve_gaussian(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSo
     outcome = run_em(model, _ordered(task.options, given=task.init_means is not None), hooks)
     n_samples = model.n_observations
     n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
-    resp = np.exp(outcome.log_resp)
     return GaussianSolution(
         outcome=outcome,
         params=model.to_dict(outcome.params),
@@ -124,7 +132,7 @@ def solve_gaussian(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSo
         aic=-2 * outcome.log_likelihood + 2 * n_params,
         n_parameters=n_params,
         labels=np.argmax(outcome.log_resp, axis=1) if task.return_labels else None,
-        responsibilities=resp if task.return_responsibilities else None,
+        responsibilities=np.exp(outcome.log_resp) if task.return_responsibilities else None,
     )
 
 

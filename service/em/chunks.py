@@ -1,0 +1,52 @@
+"""Row chunks of one pass over the data, spread over the cores this process may use.
+
+numpy's elementwise work (exp, log, squares) runs on one core; only the matrix products are threaded by
+BLAS. One Python thread per BLAS thread, each with single-threaded BLAS, keeps every core busy for the
+whole pass. Results come back in chunk order whatever the threads did, so a pass's sums are the same
+from run to run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_state: tuple[ThreadpoolController, ThreadPoolExecutor | None] | None = None
+
+
+def _controller_and_pool() -> tuple[ThreadpoolController, ThreadPoolExecutor | None]:
+    """Made on first use, after numpy has loaded its BLAS, sized by the BLAS thread count of this process.
+
+    A job worker that was given one BLAS thread (several workers sharing the cores) gets no pool at all.
+    """
+    global _state
+    with _lock:
+        if _state is None:
+            controller = ThreadpoolController()
+            threads = max((lib.num_threads for lib in controller.select(user_api="blas").lib_controllers), default=1)
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="em-chunk") if threads > 1 else None
+            _state = (controller, pool)
+        return _state
+
+
+def row_chunks(n_rows: int, rows_per_chunk: int) -> list[slice]:
+    return [slice(start, min(start + rows_per_chunk, n_rows)) for start in range(0, n_rows, rows_per_chunk)]
+
+
+def map_chunks(work: Callable[[slice], T], chunks: list[slice]) -> list[T]:
+    """``work`` on every chunk, results in chunk order; in parallel when there is more than one chunk."""
+    if len(chunks) < 2:
+        return [work(rows) for rows in chunks]
+    controller, pool = _controller_and_pool()
+    if pool is None:
+        return [work(rows) for rows in chunks]
+    # BLAS threads would compete with ours for the same cores: one each while the pass runs.
+    with controller.limit(limits=1, user_api="blas"):
+        return list(pool.map(work, chunks))
