@@ -96,6 +96,7 @@ def gaussian_task(request: GaussianFitRequest, settings: Settings, default_time_
         n_components=request.n_components,
         covariance_type=request.covariance_type,
         reg_covar=request.reg_covar,
+        dtype=request.dtype,
         init_method=init.method if init else "kmeans",
         init_means=init.means if init else None,
         init_covariances=init.covariances if init else None,
@@ -195,6 +196,7 @@ def gaussian_summary(request: GaussianFitRequest) -> dict[str, Any]:
         "n_components": request.n_components,
         "covariance_type": request.covariance_type,
         "reg_covar": request.reg_covar,
+        "dtype": request.dtype,
         "init_method": request.init.method if request.init else "kmeans",
         **_options_summary(request),
     }
