@@ -24,7 +24,10 @@ class _OrjsonRequest(Request):
                     text = body.decode("utf-8")
                 except UnicodeDecodeError as exc:  # a JSONDecodeError, so FastAPI answers 422 json_invalid
                     raise json.JSONDecodeError(f"the body is not UTF-8 text ({exc.reason})", "", exc.start) from None
-                self._json = json.loads(text)  # NaN, 1e999, huge ints parse here; real syntax errors raise
+                try:
+                    self._json = json.loads(text)  # NaN, 1e999, huge ints parse here; real syntax errors raise
+                except RecursionError:  # orjson stops at 1024 levels, the standard library at its stack
+                    raise json.JSONDecodeError("the body nests arrays or objects too deeply", "", 0) from None
         return self._json
 
 

@@ -26,6 +26,10 @@ CovarianceType = Literal["full", "diag", "spherical", "tied"]
 InitMethod = Literal["kmeans", "kmeans++", "random_from_data", "random"]
 WorkingDtype = Literal["float64", "float32"]
 
+# How far from their mean points (and given means) may lie: squared distances, summed over features,
+# must stay finite in the working dtype, or k-means and the E-step meet inf - inf.
+_MAX_SPREAD = {"float64": 1e150, "float32": 1e15}
+
 
 @dataclass(frozen=True)
 class GaussianParams:
@@ -209,6 +213,14 @@ class GaussianMixture:
         self.reg_covar, self.init_method = reg_covar, init_method
         self.shift = X.mean(axis=0)
         centred = X - self.shift
+        self._max_spread = _MAX_SPREAD[dtype]
+        spread = np.max(np.abs(centred))
+        if not (np.all(np.isfinite(self.shift)) and spread <= self._max_spread):
+            raise InvalidParameterError(
+                f"points must lie within {self._max_spread:g} of their mean (here up to {spread:.3g}) so that "
+                f"squared distances stay finite in {dtype}; rescale the data",
+                "points",
+            )
         self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
         # In double precision the design holds the centred data already: keep one copy, not two.
         self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
@@ -385,6 +397,10 @@ class GaussianMixture:
             arr = arr[:, None]
         if arr.shape != (K, d):
             raise InvalidParameterError(f"init.means has shape {arr.shape}, expected ({K}, {d})", "init.means")
+        if not np.max(np.abs(arr - self.shift)) <= self._max_spread:
+            raise InvalidParameterError(
+                f"init.means must lie within {self._max_spread:g} of the points' mean", "init.means"
+            )
         return arr
 
     def _shape_covariances(self, covariances: Any) -> FloatArray:

@@ -55,6 +55,17 @@ CASES = [
     ),
     (GAUSSIAN, '{"points": [1, 2', ["body", 16], "not valid JSON"),
     (GAUSSIAN, "not json", ["body", 0], "not valid JSON"),
+    (GAUSSIAN, '{"points": ' + "[" * 5000 + "]" * 5000 + "}", ["body", 0], "nests arrays or objects too deeply"),
+    (GAUSSIAN, '{"points": [1e200, 2e200, 3e200, -1e200]}', ["body", "points"], "within 1e+150 of their mean"),
+    (GAUSSIAN, '{"points": [1e155, 2e155, 3e155, -1e155, 5e154]}', ["body", "points"], "rescale the data"),
+    (GAUSSIAN, '{"points": [[1e308, 0], [-1e308, 1], [0, 2]]}', ["body", "points"], "within 1e+150"),
+    (GAUSSIAN, '{"points": [1, 2, 3, 10], "init": {"means": [1e308, -1e308]}}', ["body", "init", "means"], "within"),
+    (
+        GAUSSIAN,
+        '{"points": [1e16, 2e16, 3e16, -1e16], "dtype": "float32"}',
+        ["body", "points"],
+        "finite in float32",
+    ),
     (GAUSSIAN, "[1, 2, 3]", ["body"], "valid dictionary"),
     (COINS, b"\xff\xfeO\x90", ["body", 0], "not UTF-8"),
     (COINS, '{"sequences": ["HTH", "HXT"]}', ["body", "sequences", 1], "'X' at position 1"),
@@ -93,11 +104,21 @@ def test_bad_input_is_a_422_naming_the_problem(client, path, raw, loc, words):
 
 
 def test_limits_come_from_settings(tmp_path):
-    settings = Settings(data_dir=tmp_path, max_points=10, max_components=3, n_init_cap=2, time_limit_cap_s=5)
+    settings = Settings(
+        data_dir=tmp_path,
+        max_points=10,
+        max_components=3,
+        max_features=4,
+        max_cells=40,
+        n_init_cap=2,
+        time_limit_cap_s=5,
+    )
     with TestClient(create_app(settings)) as client:
         cases = [
             ({"points": list(range(11))}, "points", "at most 10"),
             ({"points": [1, 2, 3, 4], "n_components": 4}, "n_components", "at most 3"),
+            ({"points": [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6]]}, "points", "5 dimensions; this server allows at most 4"),
+            ({"points": [[i, i, i, i] for i in range(10)], "n_components": 2}, "points", "is 80; this server"),
             ({"points": [1, 2, 3], "n_init": 3}, "n_init", "at most 2"),
             ({"points": [1, 2, 3], "time_limit_s": 6}, "time_limit_s", "at most 5"),
         ]
