@@ -34,9 +34,11 @@ MODELS = {"gaussian": _gaussian_model, "coins": _coin_model}
     tol=st.sampled_from([0.0, 1e-12, 1e-8, 1e-5, 1e-3, 1e-1]),
     n_init=st.integers(1, 3),
     seed=st.integers(0, 2**32 - 1),
+    data_seed=st.integers(0, 2**16),
 )
-def test_converged_agrees_with_tol_and_n_iter_bounded(model_name, max_iter, tol, n_init, seed):
-    outcome = run_em(MODELS[model_name](), EMOptions(max_iter=max_iter, tol=tol, n_init=n_init, seed=seed))
+def test_converged_agrees_with_tol_and_n_iter_bounded(model_name, max_iter, tol, n_init, seed, data_seed):
+    model = MODELS[model_name](data_seed)
+    outcome = run_em(model, EMOptions(max_iter=max_iter, tol=tol, n_init=n_init, seed=seed))
     deltas = [t.delta for t in outcome.trace]
     assert 1 <= outcome.n_iter <= max_iter
     assert len(outcome.trace) == outcome.n_iter
@@ -47,6 +49,44 @@ def test_converged_agrees_with_tol_and_n_iter_bounded(model_name, max_iter, tol,
     assert outcome.stop_reason == ("converged" if outcome.converged else "max_iter")
     assert outcome.log_likelihood == max(r.log_likelihood for r in outcome.restarts)
     assert outcome.log_likelihood == outcome.trace[-1].log_likelihood
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_features=st.integers(1, 4),
+    n_components=st.integers(1, 4),
+    covariance_type=st.sampled_from(["full", "diag", "spherical", "tied"]),
+    init_method=st.sampled_from(["kmeans", "kmeans++", "random_from_data", "random"]),
+    data_seed=st.integers(0, 2**32 - 1),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_same_seed_same_answer_on_generated_clouds(
+    n_features, n_components, covariance_type, init_method, data_seed, seed
+):
+    rng = np.random.default_rng(data_seed)
+    X = np.vstack([rng.normal(rng.normal(0, 4, n_features), 1.0, (40, n_features)) for _ in range(n_components)])
+    options = EMOptions(max_iter=30, n_init=2, seed=seed, trace="params")
+    first = run_em(GaussianMixture(X, n_components, covariance_type, init_method=init_method), options)
+    second = run_em(GaussianMixture(X, n_components, covariance_type, init_method=init_method), options)
+    assert first.trace == second.trace and first.restarts == second.restarts
+    np.testing.assert_array_equal(first.params.covariances, second.params.covariances)
+    np.testing.assert_array_equal(first.log_resp, second.log_resp)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 80)).filter(lambda ht: sum(ht) > 0), min_size=4),
+    n_coins=st.integers(1, 4),
+    fit_weights=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_same_seed_same_answer_on_generated_experiments(data, n_coins, fit_weights, seed):
+    heads, tails = (np.array(column, dtype=float) for column in zip(*data, strict=True))
+    options = EMOptions(max_iter=30, n_init=3, seed=seed, trace="params")
+    first = run_em(CoinMixture(heads, tails, n_coins, fit_weights), options)
+    second = run_em(CoinMixture(heads, tails, n_coins, fit_weights), options)
+    assert first.trace == second.trace and first.restarts == second.restarts
+    np.testing.assert_array_equal(first.log_resp, second.log_resp)
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
