@@ -15,7 +15,15 @@ cleanup() {
   status=$?
   if ((status != 0)); then compose logs --tail 50 || true; fi
   compose down -v --remove-orphans >/dev/null 2>&1 || true
-  log "torn down (exit $status)"
+  # The teardown is part of the test: nothing of this project may be left running.
+  left=$(docker ps -aq --filter "label=com.docker.compose.project=$project")
+  if [[ -n $left ]]; then
+    log "FAIL: containers left after teardown: $left"
+    docker rm -f $left >/dev/null 2>&1 || true
+    status=1
+  fi
+  log "torn down, no container left (exit $status)"
+  exit "$status"
 }
 trap cleanup EXIT
 
