@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import math
 import sqlite3
 import threading
 from pathlib import Path
@@ -197,9 +198,28 @@ def _encode_cursor(record: JobRecord) -> str:
     return base64.urlsafe_b64encode(json.dumps([record.created_at, record.id]).encode()).decode()
 
 
+_FOREIGN_CURSOR = "cursor is not one this server handed out; start again without it"
+
+
 def _decode_cursor(cursor: str) -> tuple[float, str]:
+    """The ``[created_at, id]`` of a cursor :func:`_encode_cursor` made; anything else is an :class:`InvalidCursor`."""
     try:
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidCursor("cursor is not one this server handed out; start again without it") from exc
+        decoded = json.loads(base64.urlsafe_b64decode(cursor))
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not base64, not UTF-8 or not JSON; RecursionError: JSON nested too deep to parse.
+        raise InvalidCursor(_FOREIGN_CURSOR) from exc
+    # Only what _encode_cursor writes gets through: a finite float and an id SQLite can bind. Anything
+    # looser fails later, as a 500 (float() of a 400-digit integer overflows; a lone surrogate cannot bind).
+    match decoded:
+        case [float(created_at), str(job_id)] if math.isfinite(created_at) and _is_utf8(job_id):
+            return created_at, job_id
+    raise InvalidCursor(_FOREIGN_CURSOR)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str holding lone surrogates (JSON can spell them: "\\ud800"), which UTF-8 cannot encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

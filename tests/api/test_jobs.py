@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -143,6 +144,26 @@ def test_listing_pages_newest_first(client):
     assert seen == list(reversed(ids))
     bad = client.get("/v1/jobs", params={"cursor": "garbage"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+def _cursor(decoded: str) -> str:
+    return base64.urlsafe_b64encode(decoded.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor('[1%s, "x"]' % ("0" * 400)),
+        "WzEsICJcdWQ4MDAiXQ==",  # [1, "\ud800"]
+        _cursor('[1.5, "\\ud800"]'),
+        _cursor("[" * 5000 + "]" * 5000),
+    ],
+)
+def test_listing_rejects_a_malformed_cursor_with_422(client, cursor):
+    client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU})
+    response = client.get("/v1/jobs", params={"cursor": cursor})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
 def test_readyz_reports_the_runner(client):

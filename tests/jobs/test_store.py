@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from service.jobs.models import JobRecord
@@ -57,6 +59,26 @@ def test_list_orders_equal_timestamps_by_id(store):
 def test_a_foreign_cursor_is_rejected(store):
     with pytest.raises(InvalidCursor):
         store.list(limit=2, cursor="not-a-cursor")
+
+
+@pytest.mark.parametrize(
+    "decoded",
+    [
+        '[1%s, "x"]' % ("0" * 400),  # float() of it overflows
+        '[1.5, "\\ud800"]',  # a lone surrogate: SQLite cannot bind it
+        '[1e400, "x"]',
+        '[NaN, "x"]',
+        '[1, "x"]',  # created_at is always written as a float
+        "[1.5, 7]",
+        '[1.5, "x", 3]',
+        '{"created_at": 1.5, "id": "x"}',
+        "[" * 5000 + "]" * 5000,  # too deep for json to parse
+    ],
+)
+def test_a_malformed_cursor_is_rejected_before_the_query(store, decoded):
+    store.insert(_record("a", 1.0))
+    with pytest.raises(InvalidCursor):
+        store.list(limit=2, cursor=base64.urlsafe_b64encode(decoded.encode()).decode())
 
 
 def test_unfinished_jobs_are_failed_at_start_up_and_finished_ones_kept(store):
