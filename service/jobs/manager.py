@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio
+import orjson
 
 from service.jobs.models import (
     FINAL_STATUSES,
@@ -219,6 +220,11 @@ class LocalJobManager:
         return record, False
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
+        """The job's events after event ``after``, then its final event, then the end.
+
+        The final event comes even when ``after`` is at or past it: a follower that reconnects to a
+        finished job learns how it ended instead of waiting for events that will never come.
+        """
         active = self._active.get(job_id)
         if active is None:
             async for event in self._replay_stored(job_id, after):
@@ -228,7 +234,8 @@ class LocalJobManager:
         while True:
             async with active.changed:
                 await active.changed.wait_for(partial(_has_more, active, seen))
-            batch = active.events[seen:]
+            # Live event n is active.events[n - 1]. Past the end of a finished job: its final event alone.
+            batch = active.events[seen:] or active.events[-1:]
             seen += len(batch)
             for event in batch:
                 yield event
@@ -236,17 +243,9 @@ class LocalJobManager:
                     return
 
     async def _replay_stored(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
-        """A job no longer in memory: its stored trace (the returned start's iterations), then its end."""
-        import orjson
-
-        record = await self.get(job_id)
-        events: list[JobEvent] = []
-        if record.result is not None:
-            for entry in orjson.loads(record.result).get("trace", []):
-                data = {k: entry[k] for k in ("iteration", "log_likelihood", "delta")}
-                events.append(JobEvent(len(events) + 1, "iteration", data))
-        events.append(JobEvent(len(events) + 1, record.status if record.finished else "failed"))
-        for event in events[after:]:
+        """A job no longer in memory, from its stored record (see :func:`_stored_events`)."""
+        events = _stored_events(await self.get(job_id))
+        for event in [event for event in events if event.id > after] or events[-1:]:
             yield event
 
     # --- worker messages (event loop thread) ---
@@ -384,7 +383,34 @@ class LocalJobManager:
 
 
 def _has_more(active: _ActiveJob, seen: int) -> bool:
-    return len(active.events) > seen
+    # A finished job has all its events: a follower past the end must not wait for more.
+    return len(active.events) > seen or active.done.is_set()
+
+
+def _stored_events(record: JobRecord) -> list[JobEvent]:
+    """What the store still tells of a job's events, under the ids they had live.
+
+    Live, every start's iterations were numbered in turn and the final event came last; the result keeps
+    each start's iteration count and the returned start's trace, so those events get their live ids back.
+    A job without a result (failed, cancelled) kept no counts: its final event alone, as event 1.
+    """
+    final = record.status if record.finished else "failed"
+    if record.result is None:
+        return [JobEvent(1, final)]
+    result = orjson.loads(record.result)
+    n_iters = [restart["n_iter"] for restart in result["restarts"]]
+    # The returned start is the first with the highest log-likelihood (the solver's rule; max() keeps the first).
+    best = max(range(len(n_iters)), key=lambda i: result["restarts"][i]["log_likelihood"])
+    before = sum(n_iters[:best])
+    events = [
+        JobEvent(before + entry["iteration"], "iteration", {"start": best} | {k: entry[k] for k in _TRACE_FIELDS})
+        for entry in result["trace"]
+    ]
+    events.append(JobEvent(sum(n_iters) + 1, final))
+    return events
+
+
+_TRACE_FIELDS = ("iteration", "log_likelihood", "delta")
 
 
 def _without_result(record: JobRecord) -> JobRecord:

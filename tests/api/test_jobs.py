@@ -77,6 +77,29 @@ def test_events_resume_after_last_event_id(client):
     assert [e["id"] for e in rest] == [e["id"] for e in everything[3:]]
 
 
+def _events(client, job_id, last_event_id=None):
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as stream:
+        assert stream.status_code == 200
+        return parse_sse(list(stream.iter_lines()))
+
+
+def test_events_replayed_from_the_store_keep_their_live_ids(settings):
+    # With seed 9 the returned start is the last of three: live, its iterations were not events 1..n.
+    body = {"sequences": DO_BATZOGLOU, "n_coins": 2, "n_init": 3, "seed": 9}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        job = client.post("/v1/jobs/coins", json=body).json()
+        live = _events(client, job["id"])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as restarted:  # replays from the store
+        replayed = _events(restarted, job["id"])
+        past_the_end = _events(restarted, job["id"], last_event_id=999_999)
+    live_by_id = {e["id"]: e for e in live}
+    assert replayed[-1]["event"] == "succeeded" and replayed[-1]["id"] == live[-1]["id"]
+    assert replayed[:-1] and all(e == live_by_id[e["id"]] for e in replayed[:-1])
+    assert len(replayed) - 1 == len(json.loads(live[-1]["data"])["result"]["trace"])
+    assert [(e["event"], e["id"]) for e in past_the_end] == [("succeeded", live[-1]["id"])]
+
+
 def test_unknown_jobs_are_404(client):
     assert client.get("/v1/jobs/nope").status_code == 404
     assert client.delete("/v1/jobs/nope").status_code == 404

@@ -82,6 +82,39 @@ def test_live_events_arrive_in_order_and_the_job_equals_the_sync_fit(server):
     assert sync["params"] == result["params"] and sync["trace"] == result["trace"]
 
 
+def _events(url: str, job_id: str, last_event_id: int) -> list[dict[str, str]]:
+    # 10 s: a stream left waiting would see its first ping only at 15 s, so it times out instead.
+    headers = {"Last-Event-ID": str(last_event_id)}
+    with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", headers=headers, timeout=10) as stream:
+        assert stream.status_code == 200
+        return parse_sse(list(stream.iter_lines()))
+
+
+def test_events_past_the_last_event_id_still_end_with_the_final_event(server):
+    # Both jobs are followed from memory: one finished within the replay window, one still running.
+    done = httpx.post(f"{server.url}/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}, timeout=30).json()
+    wait_until(lambda: _final(server.url, done["id"]))
+    final_id = int(_events(server.url, done["id"], 0)[-1]["id"])
+    for last_event_id in (final_id, final_id + 1, 999_999):
+        events = _events(server.url, done["id"], last_event_id)
+        assert [(e["event"], e["id"]) for e in events] == [("succeeded", str(final_id))]
+
+    running = httpx.post(f"{server.url}/v1/jobs/gaussian", json=long_gaussian_body(), timeout=30).json()
+    wait_until(lambda: _job(server.url, running["id"])["progress"])
+    followed: list[dict[str, str]] = []
+
+    def follow() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            followed.extend(_events(server.url, running["id"], 999_999))
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    time.sleep(0.5)  # the follower is waiting on the running job
+    assert httpx.delete(f"{server.url}/v1/jobs/{running['id']}", timeout=10).status_code == 202
+    follower.join(15)
+    assert [e["event"] for e in followed] == ["cancelled"]
+
+
 def test_cancelling_a_million_point_fit_ends_it_within_two_seconds(server):
     points = np.random.default_rng(1).normal(size=1_000_000).round(5).tolist()
     body = {"points": points, "n_components": 4, "max_iter": 10_000, "tol": 0, "return_labels": False, "seed": 0}
