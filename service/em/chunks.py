@@ -9,13 +9,14 @@ from run to run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 T = TypeVar("T")
+Chunk = TypeVar("Chunk")
 
 _lock = threading.Lock()
 _state: tuple[ThreadpoolController, ThreadPoolExecutor | None] | None = None
@@ -40,7 +41,7 @@ def row_chunks(n_rows: int, rows_per_chunk: int) -> list[slice]:
     return [slice(start, min(start + rows_per_chunk, n_rows)) for start in range(0, n_rows, rows_per_chunk)]
 
 
-def map_chunks(work: Callable[[slice], T], chunks: list[slice]) -> list[T]:
+def map_chunks(work: Callable[[Chunk], T], chunks: Sequence[Chunk]) -> list[T]:
     """``work`` on every chunk, results in chunk order; in parallel when there is more than one chunk."""
     if len(chunks) < 2:
         return [work(rows) for rows in chunks]

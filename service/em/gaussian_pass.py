@@ -10,6 +10,9 @@ in cache. Two ways to the log-densities, chosen once per model:
 - *whitened*, for full and tied covariances: all K components are whitened by one matrix product,
   ``[P_1 ... P_K]^T (x - mean_k)`` as ``(K d x (d+1)) @ ((d+1) x n_chunk)`` on the features ``[1, x]``.
 
+Sums over a chunk's rows (a short output, a long inner axis) with few components are taken by
+``np.einsum``, not ``@``: measured on 2 cores, ``np.matmul`` gains nothing from a second thread for
+such shapes, einsum 1.5x; with more components matmul is the faster of the two.
 Everything is laid out with the long axis last: features as (width x n), a chunk's log-densities as
 (K x n_chunk). Reductions over components are then K - 1 elementwise operations on contiguous rows, and
 a product of two features is one contiguous multiply.
@@ -29,9 +32,11 @@ FloatArray = NDArray[np.float64]
 WorkArray = NDArray[np.floating]  # float64, or float32 when the caller opted in
 
 _LOG_2PI = np.log(2 * np.pi)
-# Elements of a chunk's largest temporary (K d x n_chunk whitened, or K x n_chunk): L2-sized at
-# float64. Measured on 2 cores: larger chunks spill the cache, smaller ones add per-call overhead.
-_CHUNK_ELEMENTS = 1 << 16
+# Elements of a chunk's largest temporary (K d x n_chunk whitened, or K x n_chunk), and the fewest rows
+# a chunk may have (below that, products over the rows lose their efficiency). Measured on 2 cores
+# over the benchmark grid: larger chunks spill the cache, smaller ones add per-call overhead.
+_CHUNK_ELEMENTS = 1 << 18
+_MIN_CHUNK_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -61,17 +66,27 @@ class Design:
         self.n_components, self.n_features = n_components, n_features
         self.expanded = covariance_type in ("diag", "spherical") or n_features == 1
         self.dtype = dtype
-        self.features: WorkArray = np.empty((1 + n_features * (2 if self.expanded else 1), n_samples), dtype)
+        # Full covariances: a chunk's second moments come from one product with the rows' pairwise products
+        # x_i x_j (i <= j) when that is less work than weighing the rows once per component (d <= 2K);
+        # otherwise from per-component Gram products, one of which the chunk's own Gram spares (below).
+        use_pairs = covariance_type == "full" and n_features <= 2 * n_components
+        self.pairs = np.triu_indices(n_features) if use_pairs else None
+        self.grams = covariance_type == "full" and not self.expanded and not use_pairs
+        width = 1 + n_features * (2 if self.expanded else 1) + (1 if self.grams else 0)
+        self.features: WorkArray = np.empty((width, n_samples), dtype)
         self.features[0] = 1.0
         self.features[1 : 1 + n_features] = X.T
         if self.expanded:
             np.square(X.T, out=self.features[1 + n_features :])
-        # Full covariances: a chunk's second moments come from one product with the rows' pairwise products
-        # x_i x_j (i <= j) when that is less work than weighing the rows once per component (d <= 2K).
-        use_pairs = covariance_type == "full" and n_features <= 2 * n_components
-        self.pairs = np.triu_indices(n_features) if use_pairs else None
+        elif self.grams:  # |x|^2: its weighted sums are the traces of the components' second moments
+            np.sum(X * X, axis=1, out=self.features[-1])
         widest = n_components * (1 if self.expanded else n_features)
-        self.chunks = row_chunks(n_samples, max(1024, _CHUNK_ELEMENTS // widest))
+        self.chunks = row_chunks(n_samples, max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // widest))
+        self.chunk_grams = map_chunks(self._gram, self.chunks) if self.grams else []
+
+    def _gram(self, rows: slice) -> FloatArray:
+        x = self.features[1 : 1 + self.n_features, rows]
+        return np.dot(x, x.T).astype(np.float64, copy=False)  # type: ignore[no-any-return]
 
     @property
     def X(self) -> WorkArray:
@@ -104,7 +119,8 @@ class Design:
         # Row k*d + j whitens feature j of component k; sqrt(1/2) folds in the -1/2 of the log-density.
         whiten = np.sqrt(0.5) * prec_chol.transpose(0, 2, 1).reshape(K * d, d)
         offsets = np.sqrt(0.5) * np.einsum("kd,kde->ke", means, prec_chol).reshape(K * d, 1)
-        stacked = np.hstack([-offsets, whiten]).astype(self.dtype)
+        unused = np.zeros((K * d, len(self.features) - 1 - d))  # the |x|^2 row, when present
+        stacked = np.hstack([-offsets, whiten, unused]).astype(self.dtype)
         constant_column = constant.astype(self.dtype)[:, None]
         features = self.features
 
@@ -129,12 +145,12 @@ class Design:
         """Total log-likelihood at ``components`` and the responsibility-weighted sums, in one pass."""
         log_density = self.log_density(components)
 
-        def chunk(rows: slice) -> tuple[float, Moments]:
-            resp = log_density(rows)
+        def chunk(index: int) -> tuple[float, Moments]:
+            resp = log_density(self.chunks[index])
             log_likelihood = _normalise_to_responsibilities(resp)
-            return log_likelihood, self._chunk_moments(resp, rows)
+            return log_likelihood, self._chunk_moments(resp, index)
 
-        parts = map_chunks(chunk, self.chunks)
+        parts = map_chunks(chunk, range(len(self.chunks)))
         return sum(part[0] for part in parts), self._sum_moments([part[1] for part in parts])
 
     def log_responsibilities(self, components: Components) -> FloatArray:
@@ -154,12 +170,15 @@ class Design:
     def moments(self, resp: FloatArray) -> Moments:
         """The sums for given n x K responsibilities (a start's hard or soft assignment)."""
         resp_kn = np.ascontiguousarray(resp.T, dtype=self.dtype)
-        return self._sum_moments(map_chunks(lambda rows: self._chunk_moments(resp_kn[:, rows], rows), self.chunks))
+        parts = map_chunks(
+            lambda index: self._chunk_moments(resp_kn[:, self.chunks[index]], index), range(len(self.chunks))
+        )
+        return self._sum_moments(parts)
 
-    def _chunk_moments(self, resp: WorkArray, rows: slice) -> Moments:
+    def _chunk_moments(self, resp: WorkArray, index: int) -> Moments:
         d = self.n_features
-        features = self.features[:, rows]
-        sums = (resp @ features.T).astype(np.float64, copy=False)  # [nk, first] or [nk, first, second diagonal]
+        features = self.features[:, self.chunks[index]]
+        sums = _weighted_sums(resp, features)  # [nk, first] or [nk, first, second diagonal]
         nk, first = sums[:, 0], sums[:, 1 : 1 + d]
         if self.expanded:
             second: FloatArray | None = sums[:, 1 + d :]
@@ -169,8 +188,8 @@ class Design:
                 second = None
         elif self.pairs is not None:
             second = _weighted_pair_products(resp, features[1:], self.pairs)
-        elif self.covariance_type == "full":
-            second = _weighted_outer_products(resp, features[1:])
+        elif self.grams:
+            second = _weighted_outer_products(resp, features[1 : 1 + d], self.chunk_grams[index], sums[:, -1])
         else:
             second = None
         return Moments(nk, first, second)
@@ -185,6 +204,12 @@ class Design:
         return Moments(nk, first, second)
 
 
+def _weighted_sums(resp: WorkArray, features: WorkArray) -> FloatArray:
+    """(K x n_chunk) responsibilities times (width x n_chunk) features summed over the rows: (K x width)."""
+    sums = np.einsum("kc,wc->kw", resp, features) if len(resp) <= 4 else resp @ features.T
+    return sums.astype(np.float64, copy=False)
+
+
 def _weighted_pair_products(
     resp: WorkArray, x: WorkArray, pairs: tuple[NDArray[np.intp], NDArray[np.intp]]
 ) -> FloatArray:
@@ -197,7 +222,7 @@ def _weighted_pair_products(
     products = np.empty((len(upper), x.shape[1]), x.dtype)
     for row, (i, j) in enumerate(zip(upper, lower, strict=True)):
         np.multiply(x[i], x[j], out=products[row])
-    sums = (resp @ products.T).astype(np.float64, copy=False)
+    sums = _weighted_sums(resp, products)
     K, d = len(resp), len(x)
     second = np.empty((K, d, d))
     second[:, upper, lower] = sums
@@ -205,17 +230,24 @@ def _weighted_pair_products(
     return second
 
 
-def _weighted_outer_products(resp: WorkArray, x: WorkArray) -> FloatArray:
+def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, traces: FloatArray) -> FloatArray:
     """Sum over the chunk of r_k x x^T for every component, (K, d, d), from ``x`` as (d x n_chunk).
 
-    Rows weighed by sqrt(r_k), then one Gram product per component: measured faster than syrk (OpenBLAS's
-    is slow for small d).
+    Rows weighed by sqrt(r_k), then one Gram product per component (measured faster than syrk: OpenBLAS's
+    is slow for small d) -- for all but one. Responsibilities sum to 1, so the component with the largest
+    trace sum(r_k |x|^2) is the chunk's Gram ``gram`` minus the others: K - 1 products, not K. As the
+    largest, its trace is at least 1/K of the Gram's, so the subtraction loses at most a factor K of
+    precision: entries of a sum of positive semi-definite terms are bounded by their traces.
     """
     K, d = len(resp), len(x)
     second = np.empty((K, d, d))
+    largest = int(np.argmax(traces))
     for k in range(K):
-        weighted = x * np.sqrt(resp[k])
-        second[k] = weighted @ weighted.T
+        if k != largest:
+            weighted = x * np.sqrt(resp[k])
+            second[k] = np.dot(weighted, weighted.T)
+    others = np.delete(second, largest, axis=0)
+    second[largest] = gram - others.sum(axis=0)
     return second
 
 

@@ -73,15 +73,22 @@ def _correlated_2d() -> np.ndarray:
     )
 
 
+def _wide_7d() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    mixing = rng.normal(size=(7, 7)) / 3
+    return np.vstack([rng.normal(rng.normal(0, 3, 7), 1.0, (100, 7)) @ (np.eye(7) + mixing) for _ in range(3)])
+
+
 # The passes over the data differ by shape: 1-D data and diagonal types expand the log-density in
-# [1, x, x^2]; full and tied whiten, with the second moments from pair products when d <= 2K.
-@pytest.mark.parametrize("data", [_blobs, _two_groups_1d, _correlated_2d], ids=["3d", "1d", "2d"])
+# [1, x, x^2]; full and tied whiten, with the second moments from pair products when d <= 2K and from
+# per-component Gram products (one of them by subtraction) when d > 2K.
+@pytest.mark.parametrize("data", [_blobs, _two_groups_1d, _correlated_2d, _wide_7d], ids=["3d", "1d", "2d", "7d"])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize("reg_covar", [0.0, 1e-6, 0.05])
+@pytest.mark.parametrize("reg_covar", [0.0, 1e-6, 0.05, 10.0])
 @pytest.mark.parametrize("n_iter", [3, 25])
 def test_same_path_as_sklearn(data, covariance_type, reg_covar, n_iter):
     X = data()
-    model = GaussianMixture(X, 3, covariance_type, reg_covar=reg_covar, init_method="random_from_data")
+    model = GaussianMixture(X, 3, covariance_type, reg_covar=reg_covar, init_method="kmeans")
     start = model.initialize(np.random.default_rng(11))
     # Our start is taken as given by both: feed it back as our own given arrays too.
     ours_model = GaussianMixture(
@@ -96,9 +103,13 @@ def test_same_path_as_sklearn(data, covariance_type, reg_covar, n_iter):
     ours = run_em(ours_model, EMOptions(max_iter=n_iter, tol=0, canonical_order=False))
     reference = _sklearn_from(start, X, covariance_type, reg_covar, n_iter)
     assert ours.n_iter == n_iter
-    _assert_rel_close(ours.params.weights, reference.weights_, 1e-6)
-    _assert_rel_close(ours.params.means, reference.means_, 1e-6)
-    _assert_rel_close(ours.params.covariances, reference.covariances_, 1e-6)
+    # Every entry to 1e-6 relative (an absolute 1e-12 of the array's scale only for entries near zero).
+    for actual, desired in [
+        (ours.params.weights, reference.weights_),
+        (ours.params.means, reference.means_),
+        (ours.params.covariances, reference.covariances_),
+    ]:
+        np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-12 * np.max(np.abs(desired)))
     assert ours.log_likelihood / len(X) == pytest.approx(reference.score(X), rel=1e-9)
 
 
@@ -241,11 +252,12 @@ def test_component_on_a_single_point_is_reported_not_left_to_rounding(covariance
 def _many_chunks(monkeypatch):
     import service.em.gaussian_pass as gaussian_pass
 
-    monkeypatch.setattr(gaussian_pass, "_CHUNK_ELEMENTS", 1)  # rows per chunk fall to the 1024 minimum
+    monkeypatch.setattr(gaussian_pass, "_CHUNK_ELEMENTS", 1)  # rows per chunk fall to the minimum
+    monkeypatch.setattr(gaussian_pass, "_MIN_CHUNK_ROWS", 256)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize("n_features", [1, 2, 5])
+@pytest.mark.parametrize("n_features", [1, 2, 5, 7])
 def test_chunked_parallel_pass_equals_one_chunk(monkeypatch, covariance_type, n_features):
     rng = np.random.default_rng(6)
     X = np.vstack([rng.normal(c, 1.0, (2500, n_features)) for c in (0.0, 4.0, -3.0)])
