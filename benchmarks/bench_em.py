@@ -7,7 +7,7 @@ log-likelihood (1e-6 relative). The floor is one (n x d) @ (d x Kd) product and 
 arrays allocated beforehand: the least an iteration must do. Also: the coin model, float32 against
 float64, and the peak memory of a 10^6 x 8, K=8 fit.
 
-    .venv/bin/python benchmarks/bench_em.py            # the full grid (about 25 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_em.py            # the full grid (about ten minutes on 2 cores)
     .venv/bin/python benchmarks/bench_em.py --quick    # a small grid
 """
 
