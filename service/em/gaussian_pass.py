@@ -69,9 +69,10 @@ class Design:
         # Full covariances: a chunk's second moments come from one product with the rows' pairwise products
         # x_i x_j (i <= j) when that is less work than weighing the rows once per component (d <= 2K);
         # otherwise from per-component Gram products, one of which the chunk's own Gram spares (below).
-        use_pairs = covariance_type == "full" and n_features <= 2 * n_components
+        full_whitened = covariance_type == "full" and not self.expanded
+        use_pairs = full_whitened and n_features <= 2 * n_components
         self.pairs = np.triu_indices(n_features) if use_pairs else None
-        self.grams = covariance_type == "full" and not self.expanded and not use_pairs
+        self.grams = full_whitened and not use_pairs
         width = 1 + n_features * (2 if self.expanded else 1) + (1 if self.grams else 0)
         self.features: WorkArray = np.empty((width, n_samples), dtype)
         self.features[0] = 1.0
