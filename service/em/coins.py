@@ -45,7 +45,7 @@ def parse_sequences(sequences: list[str]) -> tuple[FloatArray, FloatArray]:
 
 
 class CoinMixture:
-    """Binomial mixture over experiments; fills the hooks of :class:`service.em.loop.MixtureModel`."""
+    """Binomial mixture over experiments; fills the hooks of :class:`service.em.loop.EMModel`."""
 
     def __init__(
         self,

@@ -173,7 +173,7 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
 
 
 class GaussianMixture:
-    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.MixtureModel`.
+    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.EMModel`.
 
     Parameters are always in the caller's coordinates; internally the data are centred on their mean
     (a shift the likelihood does not see), so second moments lose no precision far from the origin.

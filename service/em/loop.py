@@ -1,6 +1,6 @@
 """The one EM driver: starts, iterations, tolerance, limits, cancellation, trace and best-of-``n_init``.
 
-Every model goes through :func:`run_em`; a model only supplies the small hooks of :class:`MixtureModel`.
+Every model goes through :func:`run_em`; a model only supplies the small hooks of :class:`EMModel`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ StopReason = Literal["converged", "max_iter", "time_limit", "cancelled"]
 _SEED_BOUND = 2**32
 
 
-class MixtureModel(Protocol[ParamsT, StatsT]):
+class EMModel(Protocol[ParamsT, StatsT]):
     """The hooks a model fills; the driver owns everything else.
+
+    Named for EM, not for mixtures: any model with a latent assignment per observation fills the same
+    hooks (a hidden Markov model's states play the components' part).
 
     ``StatsT`` is whatever the E-step hands the M-step: the responsibilities themselves, or (to spare an
     n x K array between the two steps) the sums of them the M-step needs, taken in the E-step's pass.
@@ -155,7 +158,7 @@ def start_seeds(seed: int | None, n_init: int) -> list[int]:
 
 
 def run_em(
-    model: MixtureModel[ParamsT, StatsT],
+    model: EMModel[ParamsT, StatsT],
     options: EMOptions,
     hooks: Hooks | None = None,
 ) -> FitOutcome[ParamsT]:
@@ -187,7 +190,7 @@ def run_em(
 
 
 def _run_start(
-    model: MixtureModel[ParamsT, StatsT],
+    model: EMModel[ParamsT, StatsT],
     options: EMOptions,
     hooks: Hooks,
     index: int,
@@ -225,7 +228,7 @@ def _run_start(
 
 
 def _outcome(
-    model: MixtureModel[ParamsT, StatsT],
+    model: EMModel[ParamsT, StatsT],
     options: EMOptions,
     best: _StartRun[ParamsT],
     runs: Sequence[_StartRun[ParamsT]],
