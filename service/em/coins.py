@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from scipy.special import logsumexp, xlogy
 
 from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.seeding import kmeans_plus_plus
 
 FloatArray = NDArray[np.float64]
 
@@ -101,17 +102,12 @@ class CoinMixture:
 
         A blind uniform start can leave a coin owning no experiment when experiments are long (the
         responsibilities are then nearly 0/1) and EM never recovers; seeds drawn from the data do not.
+        One draw per seed (the plain algorithm) keeps the random stream, and so every seed's fit, of the
+        coins' own seeder before it was shared. Experiments with fewer distinct proportions than coins
+        now start the surplus coins on repeated proportions (they used to start at a random bias).
         """
         proportions = (self.heads + 0.5) / (self.flips + 1.0)  # smoothed: never exactly 0 or 1
-        chosen = [proportions[rng.integers(proportions.size)]]
-        for _ in range(1, self.n_coins):
-            distance = np.min(np.square(proportions[:, None] - np.asarray(chosen)[None, :]), axis=1)
-            total = distance.sum()
-            if total > 0:
-                chosen.append(proportions[rng.choice(proportions.size, p=distance / total)])
-            else:  # every experiment looks alike: spread the rest of the coins at random
-                chosen.append(rng.uniform(0.05, 0.95))
-        return np.asarray(chosen, dtype=np.float64)
+        return proportions[kmeans_plus_plus(proportions[:, None], self.n_coins, rng, n_trials=1)]
 
     def _log_joint(self, params: CoinParams) -> FloatArray:
         # log P(experiment i, coin k); xlogy makes 0 * log 0 = 0 for a coin at bias 0 or 1.

@@ -20,6 +20,7 @@ from scipy.cluster.vq import kmeans2
 from service.em.coins import check_weights
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.gaussian_pass import Components, Design, Moments
+from service.em.seeding import kmeans_plus_plus, squared_distances
 
 FloatArray = NDArray[np.float64]
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
@@ -279,32 +280,13 @@ class GaussianMixture:
         elif self.init_method == "random_from_data":
             resp[rng.choice(n_samples, size=K, replace=False), np.arange(K)] = 1
         elif self.init_method == "kmeans++":
-            resp[self._kmeans_plus_plus(rng), np.arange(K)] = 1
+            resp[kmeans_plus_plus(self.X, K, rng), np.arange(K)] = 1
         else:
             resp[np.arange(n_samples), self._kmeans_labels(rng)] = 1
         return resp
 
-    def _kmeans_plus_plus(self, rng: np.random.Generator) -> NDArray[np.intp]:
-        """Indices of K seeds by greedy k-means++ (as scikit-learn): of 2 + log K draws, keep the best."""
-        X = self.X
-        trials = 2 + int(np.log(self.n_components))
-        chosen = [int(rng.integers(len(X)))]
-        closest = np.sum((X - X[chosen[0]]) ** 2, axis=1)
-        for _ in range(1, self.n_components):
-            potential = closest.sum()
-            if potential <= 0:  # every point sits on a seed already: nothing to weigh by
-                chosen.append(int(rng.integers(len(X))))
-                continue
-            candidates = np.searchsorted(np.cumsum(closest), rng.uniform(size=trials) * potential)
-            candidates = np.minimum(candidates, len(X) - 1)
-            to_candidates = np.minimum(closest, _squared_distances(X, X[candidates]).T)
-            best = int(np.argmin(to_candidates.sum(axis=1)))
-            chosen.append(int(candidates[best]))
-            closest = to_candidates[best]
-        return np.asarray(chosen, dtype=np.intp)
-
     def _kmeans_labels(self, rng: np.random.Generator) -> NDArray[np.intp]:
-        seeds = self.X[self._kmeans_plus_plus(rng)]
+        seeds = self.X[kmeans_plus_plus(self.X, self.n_components, rng)]
         with pywarnings.catch_warnings():
             # An emptied cluster keeps its seed; its component then starts small and is regularised.
             pywarnings.simplefilter("ignore")
@@ -313,7 +295,7 @@ class GaussianMixture:
 
     def _nearest_resp(self, centred_means: FloatArray) -> FloatArray:
         resp = np.zeros((self.n_observations, self.n_components))
-        resp[np.arange(self.n_observations), np.argmin(_squared_distances(self.X, centred_means), axis=1)] = 1
+        resp[np.arange(self.n_observations), np.argmin(squared_distances(self.X, centred_means), axis=1)] = 1
         return resp
 
     # --- the EM hooks ---
@@ -419,13 +401,6 @@ class GaussianMixture:
             if not np.allclose(stack, stack.transpose(0, 2, 1), rtol=1e-10, atol=0):
                 raise InvalidParameterError("init.covariances must be symmetric", "init.covariances")
         return arr
-
-
-def _squared_distances(X: FloatArray, centres: FloatArray) -> FloatArray:
-    """n x m squared distances (the expanded form: one matrix product, clipped at 0 against rounding)."""
-    distances: FloatArray = np.sum(X**2, axis=1)[:, None] - 2 * X @ centres.T + np.sum(centres**2, axis=1)[None, :]
-    np.maximum(distances, 0, out=distances)
-    return distances
 
 
 def _check_enough_distinct_points(X: FloatArray, n_components: int) -> None:
