@@ -27,6 +27,13 @@ class Settings(BaseSettings):
         200_000_000, ge=1, description="most points x dimensions x components in one fit (memory and time)"
     )
 
+    inline_fit_budget: int = Field(
+        500_000,
+        ge=0,
+        description="synchronous fits whose work (max_iter x n_init x (observations x components + overhead)) is "
+        "at most this run inline on the event loop, not on a worker (0: never); tiny fits then cost microseconds",
+    )
+
     data_dir: Path = Field(Path("data"), description="where stored jobs live")
 
     # Jobs: worker processes, the queue in front of them, and how long records are kept.

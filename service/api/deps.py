@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.jobs.manager import JobManager
+from service.jobs.manager import JobManager, JobObserver
 from service.settings import Settings
 
 
@@ -18,3 +18,9 @@ def get_jobs(request: Request) -> JobManager:
     """The job manager the lifespan started."""
     jobs: JobManager = request.app.state.jobs
     return jobs
+
+
+def get_observer(request: Request) -> JobObserver:
+    """Where fits run inline report (the app's metrics), as the job manager reports its jobs."""
+    observer: JobObserver = request.app.state.metrics
+    return observer

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.em.errors import EMError
+from service.families.limits import LimitExceeded
 from service.jobs.models import FitFailed, JobAlreadyFinished, JobNotFound, QueueFull
 from service.jobs.store import InvalidCursor
 
@@ -35,11 +36,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _em_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one mapping from the solver's refusals (and the server's caps) to a 422 naming the field."""
     assert isinstance(exc, EMError)
     loc = ["body", *(int(p) if p.isdigit() else p for p in exc.field.split("."))] if exc.field else ["body"]
-    return JSONResponse(
-        status_code=422, content={"detail": [{"loc": loc, "msg": exc.message, "type": "value_error.fit"}]}
-    )
+    kind = "value_error.limit" if isinstance(exc, LimitExceeded) else "value_error.fit"
+    return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": exc.message, "type": kind}]})
 
 
 async def _job_not_found(request: Request, exc: Exception) -> JSONResponse:

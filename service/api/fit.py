@@ -1,21 +1,19 @@
-"""Synchronous fits: validated, run as a job in a worker process, answered in one response."""
+"""Synchronous fits, one route per model family: validated, run (inline or on a worker), answered at once."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter
 
-from service.api.deps import get_jobs, get_settings
+from service.api.family_routes import json_examples, with_family_signature
 from service.api.routing import OrjsonRoute
-from service.api.runs import coin_work, gaussian_work, run_to_completion
-from service.api.translate import coin_summary, coin_task, gaussian_summary, gaussian_task
+from service.api.runs import fit_now
 from service.api.views import RawJSONResponse
-from service.jobs.manager import JobManager
-from service.schemas.coins import CoinFitRequest, CoinFitResult
-from service.schemas.common import Message
-from service.schemas.examples import COIN_EXAMPLES, GAUSSIAN_EXAMPLES
-from service.schemas.gaussian import GaussianFitRequest, GaussianFitResult
+from service.families.base import Family
+from service.families.registry import FAMILIES
+from service.jobs.manager import JobManager, JobObserver
+from service.schemas.common import FitOptions, Message
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1/fit", tags=["fit"], route_class=OrjsonRoute)
@@ -25,35 +23,21 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/coins",
-    response_model=CoinFitResult,
-    response_class=RawJSONResponse,
-    responses=FIT_ERRORS,
-    summary="Fit a K-coin binomial mixture",
-)
-async def fit_coins(
-    body: Annotated[CoinFitRequest, Body(openapi_examples=COIN_EXAMPLES)],
-    settings: Annotated[Settings, Depends(get_settings)],
-    jobs: Annotated[JobManager, Depends(get_jobs)],
-) -> RawJSONResponse:
-    """Estimate each coin's bias (and optionally mixing weights) from experiments of flips by EM."""
-    task = coin_task(body, settings, settings.default_time_limit_s)
-    return RawJSONResponse(await run_to_completion(jobs, "coins", coin_work(task), coin_summary(body)))
+def _add_fit_route(family: Family[Any, Any, Any]) -> None:
+    async def fit(body: FitOptions, settings: Settings, jobs: JobManager, observer: JobObserver) -> RawJSONResponse:
+        return RawJSONResponse(await fit_now(family, body, settings, jobs, observer))
+
+    router.add_api_route(
+        f"/{family.kind}",
+        with_family_signature(fit, family, observer=True),
+        methods=["POST"],
+        name=f"fit_{family.kind}",
+        response_model=family.result,
+        response_class=RawJSONResponse,
+        responses={200: {"content": json_examples(dict(family.result_examples))}, **FIT_ERRORS},
+        summary=f"Fit {family.title}",
+    )
 
 
-@router.post(
-    "/gaussian",
-    response_model=GaussianFitResult,
-    response_class=RawJSONResponse,
-    responses=FIT_ERRORS,
-    summary="Fit a Gaussian mixture to points",
-)
-async def fit_gaussian(
-    body: Annotated[GaussianFitRequest, Body(openapi_examples=GAUSSIAN_EXAMPLES)],
-    settings: Annotated[Settings, Depends(get_settings)],
-    jobs: Annotated[JobManager, Depends(get_jobs)],
-) -> RawJSONResponse:
-    """Estimate weights, means and covariances of K normal groups in a 1-D or d-D point cloud by EM."""
-    task = gaussian_task(body, settings, settings.default_time_limit_s)
-    return RawJSONResponse(await run_to_completion(jobs, "gaussian", gaussian_work(task), gaussian_summary(body)))
+for _family in FAMILIES:
+    _add_fit_route(_family)

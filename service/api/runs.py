@@ -1,66 +1,93 @@
-"""Hand a fit to the job manager: the one path both the synchronous and the job endpoints take."""
+"""How a fit request runs: inline when its work is tiny, otherwise as a job on a worker process.
+
+Both the synchronous and the job endpoints come through here, for every family: validate (cheaply, in
+this process), then either solve and render on the spot or hand the task to the job manager.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import anyio
-from fastapi.exceptions import RequestValidationError
 
-from service.api.translate import render_coin_result, render_gaussian_result
-from service.em.tasks import (
-    CoinTask,
-    GaussianTask,
-    build_coin_model,
-    build_gaussian_model,
-    solve_coins,
-    solve_gaussian,
-)
-from service.jobs.manager import JobManager
-from service.jobs.models import FitFailed, JobRecord, WorkItem
+from service.em.errors import EMError
+from service.families.base import Family, FitTask
+from service.jobs.manager import JobManager, JobObserver
+from service.jobs.models import FitFailed, JobRecord, WorkItem, new_job_id
+from service.schemas.common import FitOptions
+from service.settings import Settings
 
-
-def coin_work(task: CoinTask) -> WorkItem:
-    return WorkItem(solve_coins, task, render_coin_result, _time_limit(task))
-
-
-def gaussian_work(task: GaussianTask) -> WorkItem:
-    return WorkItem(solve_gaussian, task, render_gaussian_result, _time_limit(task))
-
-
-def _time_limit(task: CoinTask | GaussianTask) -> float:
-    assert task.options.time_limit_s is not None
-    return task.options.time_limit_s
-
-
-# Below this many observations building a model takes microseconds: less than a hop to a thread.
+# Checks of a task this small take microseconds: less than a hop to a thread.
 _INLINE_CHECK_MAX = 10_000
+# What one EM iteration costs beyond its arithmetic (Python and numpy call overhead), in the same
+# units as ``work_per_iteration``: a tiny fit's cost is mostly this.
+_ITERATION_OVERHEAD = 1_000
 
 
-async def check_fittable(task: CoinTask | GaussianTask) -> None:
-    """Build the model (no fitting) so an unfittable request is a 422 now, not a failed job later."""
-    build: Callable[[Any], Any] = build_coin_model if isinstance(task, CoinTask) else build_gaussian_model
-    if task.size <= _INLINE_CHECK_MAX:
-        build(task)
+def work_estimate(task: FitTask) -> int:
+    """Arithmetic of the whole fit at its worst (every start runs to max_iter), in observation x component units."""
+    options = task.options
+    return options.max_iter * options.n_init * (task.work_per_iteration + _ITERATION_OVERHEAD)
+
+
+async def prepare(
+    family: Family[Any, Any, Any], body: FitOptions, settings: Settings, default_time_limit_s: float
+) -> FitTask:
+    """The task of a request, with the server's caps and the family's cheap checks applied (a 422 otherwise)."""
+    task: FitTask = family.make_task(body, settings, default_time_limit_s)
+    if task.work_per_iteration <= _INLINE_CHECK_MAX:
+        family.check(task)
     else:
-        await anyio.to_thread.run_sync(build, task)
+        await anyio.to_thread.run_sync(family.check, task)
+    return task
 
 
-async def submit(
-    jobs: JobManager, kind: str, item: WorkItem, request: dict[str, Any], keep_events: bool = True
-) -> JobRecord:
-    await check_fittable(item.task)
-    return await jobs.submit(kind, item, request, keep_events=keep_events)
+def work_item(family: Family[Any, Any, Any], task: FitTask) -> WorkItem:
+    assert task.options.time_limit_s is not None
+    return WorkItem(family.solve, task, family.render, task.options.time_limit_s)
 
 
-async def run_to_completion(jobs: JobManager, kind: str, item: WorkItem, request: dict[str, Any]) -> bytes:
-    """Submit, wait, and return the result JSON; a job that ends without one raises :class:`FitFailed`."""
-    record = await submit(jobs, kind, item, request | {"mode": "sync"}, keep_events=False)
+async def fit_now(
+    family: Family[Any, Any, Any],
+    body: FitOptions,
+    settings: Settings,
+    jobs: JobManager,
+    observer: JobObserver,
+) -> bytes:
+    """A synchronous fit's result JSON.
+
+    A fit whose whole work is below ``settings.inline_fit_budget`` (a Do & Batzoglou fit is microseconds
+    of arithmetic) is solved here, on the event loop: a worker round trip, a pickled task and a stored job
+    would cost it many times its own work. Anything larger runs as a job in a worker process, with crash
+    isolation and a hard time limit. Inline fits are not stored: the response is their only record.
+    """
+    task = await prepare(family, body, settings, settings.default_time_limit_s)
+    if work_estimate(task) <= settings.inline_fit_budget:
+        return _solve_inline(family, task, observer)
+    record = await jobs.submit(family.kind, work_item(family, task), family.summarise(body) | {"mode": "sync"},
+                               keep_events=False)  # fmt: skip
     record = await jobs.wait(record.id)
     if record.status == "succeeded" and record.result is not None:
         return record.result
-    if record.error and record.error.get("type") == "invalid_request":
-        loc = ["body", *(record.error.get("field") or "").split(".")] if record.error.get("field") else ["body"]
-        raise RequestValidationError([{"loc": tuple(loc), "msg": record.error["message"], "type": "value_error.fit"}])
-    raise FitFailed(record.error or {"type": "cancelled", "message": f"the fit was {record.status}"})
+    error = record.error or {"type": "cancelled", "message": f"the fit was {record.status}"}
+    if error.get("type") == "invalid_request":
+        raise EMError(error["message"], error.get("field") or None)  # answered 422, as if raised here
+    raise FitFailed(error)
+
+
+def _solve_inline(family: Family[Any, Any, Any], task: FitTask, observer: JobObserver) -> bytes:
+    try:
+        solution = family.solve(task, None)
+        result = family.render(solution, new_job_id())
+    except EMError:
+        observer.job_finished(family.kind, "failed")
+        raise
+    observer.iterations_run(family.kind, sum(restart.n_iter for restart in solution.outcome.restarts))
+    observer.job_finished(family.kind, "succeeded")
+    return result
+
+
+async def start_job(family: Family[Any, Any, Any], body: FitOptions, settings: Settings, jobs: JobManager) -> JobRecord:
+    """Queue a fit as a job (always on a worker: a job can be followed, cancelled and read back later)."""
+    task = await prepare(family, body, settings, settings.default_job_time_limit_s)
+    return await jobs.submit(family.kind, work_item(family, task), family.summarise(body) | {"mode": "async"})

@@ -119,6 +119,7 @@ class FitOutcome(Generic[ParamsT]):
     stop_reason: StopReason
     trace: list[TraceEntry]
     restarts: list[RestartSummary]
+    returned_start: int  # index into restarts of the start these params come from
     warnings: list[str]
     elapsed_s: float
 
@@ -269,6 +270,7 @@ def _outcome(
         stop_reason=best.stop_reason,
         trace=trace,
         restarts=restarts,
+        returned_start=next(i for i, run in enumerate(runs) if run is best),
         warnings=best.warnings,
         elapsed_s=elapsed_s,
     )

@@ -19,7 +19,6 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio
-import orjson
 
 from service.jobs.models import (
     FINAL_STATUSES,
@@ -28,11 +27,13 @@ from service.jobs.models import (
     JobRecord,
     JobStatus,
     QueueFull,
+    Replay,
     WorkItem,
     new_job_id,
 )
-from service.jobs.pool import Message, WorkerPool, describe_exit
-from service.jobs.store import JobStore
+from service.jobs.pool import WorkerPool, describe_exit
+from service.jobs.protocol import Died, Finished, IterationEvent, PoolMessage, Progress, Started
+from service.jobs.store import JobFilter, JobStore
 
 logger = logging.getLogger("service.jobs")
 
@@ -63,7 +64,9 @@ class JobManager(Protocol):
     ) -> JobRecord: ...
     async def wait(self, job_id: str) -> JobRecord: ...
     async def get(self, job_id: str) -> JobRecord: ...
-    async def list(self, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]: ...
+    async def list(
+        self, limit: int, cursor: str | None, where: JobFilter | None = None
+    ) -> tuple[list[JobRecord], str | None]: ...
     async def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
         """Cancel a queued or running job; the flag says whether it was cancelled already."""
         ...
@@ -198,8 +201,10 @@ class LocalJobManager:
             raise JobNotFound(job_id)
         return record
 
-    async def list(self, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
-        records, next_cursor = await anyio.to_thread.run_sync(self.store.list, limit, cursor)
+    async def list(
+        self, limit: int, cursor: str | None, where: JobFilter | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        records, next_cursor = await anyio.to_thread.run_sync(self.store.list, limit, cursor, where)
         # Jobs of this process carry fresher progress in memory than the throttled copy in the store.
         fresh = [self._active[r.id].record if r.id in self._active else r for r in records]
         return [_without_result(r) for r in fresh], next_cursor
@@ -211,10 +216,12 @@ class LocalJobManager:
             return record, True
         if record.finished or active is None:
             raise JobAlreadyFinished(job_id, record.status)
-        if record.status == "queued":
+        if job_id in self._pending:
             self._pending.remove(job_id)
             self._finish(active, "cancelled")
         elif active.cancel_requested_at is None:
+            # Running, or handed to a worker that has not said "started" yet: the worker checks its cancel
+            # flag before the first iteration, and the watchdog kills it if it does not stop.
             active.cancel_requested_at = time.monotonic()
             self.pool.cancel(job_id)
         return record, False
@@ -250,31 +257,32 @@ class LocalJobManager:
 
     # --- worker messages (event loop thread) ---
 
-    def _on_message(self, job_id: str, message: Message) -> None:
-        active = self._active.get(job_id)
-        kind = message[0]
+    def _on_message(self, message: PoolMessage) -> None:
+        active = self._active.get(message.job_id) if message.job_id is not None else None
         if active is not None and not active.record.finished:
-            if kind == "started":
-                active.record.status = "running"
-                active.record.started_at = message[2]
-                self.store.mark_running(job_id, message[2])
-            elif kind == "progress":
-                self._on_progress(active, message[2])
-            elif kind == "finished":
-                _, _, status, result, error = message
-                self._finish(active, status, result=result, error=error)
-            elif kind == "died":
-                self._on_worker_died(active, message[2])
+            match message:
+                case Started(job_id=job_id, at=at):
+                    active.record.status = "running"
+                    active.record.started_at = at
+                    self.store.mark_running(job_id, at)
+                case Progress(events=events):
+                    self._on_progress(active, events)
+                case Finished(status=status, result=result, error=error, replay=replay):
+                    self._finish(active, status, result=result, error=error, replay=replay)
+                case Died(exitcode=exitcode):
+                    self._on_worker_died(active, exitcode)
         self._dispatch()
 
-    def _on_progress(self, active: _ActiveJob, batch: builtins.list[tuple[int, int, float, float]]) -> None:
-        for start, iteration, log_likelihood, delta in batch:
-            active.add_event(
-                "iteration", {"start": start, "iteration": iteration, "log_likelihood": log_likelihood, "delta": delta}
-            )
+    def _on_progress(self, active: _ActiveJob, batch: builtins.list[IterationEvent]) -> None:
+        for event in batch:
+            active.add_event("iteration", event._asdict())
         self.observer.iterations_run(active.record.kind, len(batch))
-        start, iteration, log_likelihood, _ = batch[-1]
-        active.record.progress = {"start": start, "iteration": iteration, "log_likelihood": log_likelihood}
+        last = batch[-1]
+        active.record.progress = {
+            "start": last.start,
+            "iteration": last.iteration,
+            "log_likelihood": last.log_likelihood,
+        }
         now = time.monotonic()
         if now - active.last_progress_write >= self.limits.progress_write_interval_s:
             active.last_progress_write = now
@@ -311,10 +319,12 @@ class LocalJobManager:
         status: JobStatus,
         result: bytes | None = None,
         error: dict[str, str] | None = None,
+        replay: Replay | None = None,
     ) -> None:
         record = active.record
         record.status, record.finished_at = status, time.time()
         record.result = result if status == "succeeded" else None
+        record.replay = replay if status == "succeeded" else None
         record.error = error
         active.item = None
         active.add_event(status)
@@ -388,32 +398,27 @@ def _has_more(active: _ActiveJob, seen: int) -> bool:
 
 
 def _stored_events(record: JobRecord) -> list[JobEvent]:
-    """What the store still tells of a job's events, under the ids they had live.
+    """What the store still tells of a job's events, under the ids they had live (see :class:`Replay`).
 
-    Live, every start's iterations were numbered in turn and the final event came last; the result keeps
-    each start's iteration count and the returned start's trace, so those events get their live ids back.
-    A job without a result (failed, cancelled) kept no counts: its final event alone, as event 1.
+    A job without a replay (failed, cancelled) kept no counts: its final event alone, as event 1.
     """
     final = record.status if record.finished else "failed"
-    if record.result is None:
+    replay = record.replay
+    if replay is None:
         return [JobEvent(1, final)]
-    result = orjson.loads(record.result)
-    n_iters = [restart["n_iter"] for restart in result["restarts"]]
-    # The returned start is the first with the highest log-likelihood (the solver's rule; max() keeps the first).
-    best = max(range(len(n_iters)), key=lambda i: result["restarts"][i]["log_likelihood"])
-    before = sum(n_iters[:best])
     events = [
-        JobEvent(before + entry["iteration"], "iteration", {"start": best} | {k: entry[k] for k in _TRACE_FIELDS})
-        for entry in result["trace"]
+        JobEvent(
+            replay.id_offset + iteration,
+            "iteration",
+            {"start": replay.start, "iteration": iteration, "log_likelihood": log_likelihood, "delta": delta},
+        )
+        for iteration, log_likelihood, delta in replay.iterations
     ]
-    events.append(JobEvent(sum(n_iters) + 1, final))
+    events.append(JobEvent(replay.final_id, final))
     return events
 
 
-_TRACE_FIELDS = ("iteration", "log_likelihood", "delta")
-
-
 def _without_result(record: JobRecord) -> JobRecord:
-    if record.result is None:
+    if record.result is None and record.replay is None:
         return record
-    return JobRecord(**{**record.__dict__, "result": None})
+    return JobRecord(**{**record.__dict__, "result": None, "replay": None})

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from service.em.loop import FitOutcome
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -28,6 +30,7 @@ class JobRecord:
     progress: dict[str, Any] | None = None
     result: bytes | None = None  # the rendered result JSON, stored as served
     error: dict[str, str] | None = None
+    replay: Replay | None = None  # the events a late follower is sent (succeeded jobs)
 
     @property
     def finished(self) -> bool:
@@ -35,8 +38,43 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """What a follower of a job no longer in memory is sent: the returned start's iterations under their
+    live event ids, then the final event. Taken from the solver's outcome when the job finishes, so the
+    job layer never has to parse a result (or know how the solver chose its start) to rebuild events."""
+
+    start: int  # the returned start
+    id_offset: int  # live event id = id_offset + iteration
+    iterations: list[tuple[int, float, float]]  # (iteration, log_likelihood, delta), from the trace
+    final_id: int  # the live id of the final event
+
+    @classmethod
+    def of(cls, outcome: FitOutcome[Any]) -> Replay:
+        # Live, every start's iterations were numbered in turn and the final event came last.
+        n_iters = [restart.n_iter for restart in outcome.restarts]
+        best = outcome.returned_start
+        return cls(
+            start=best,
+            id_offset=sum(n_iters[:best]),
+            iterations=[(t.iteration, t.log_likelihood, t.delta) for t in outcome.trace],
+            final_id=sum(n_iters) + 1,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "id_offset": self.id_offset, "iterations": self.iterations, "final": self.final_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Replay:
+        iterations = [(int(i), float(ll), float(d)) for i, ll, d in data["iterations"]]
+        return cls(int(data["start"]), int(data["id_offset"]), iterations, int(data["final"]))
+
+
+@dataclass(frozen=True)
 class WorkItem:
     """What a worker process runs: ``render(solve(task, hooks), job_id)`` gives the result JSON.
+
+    The solution has an ``outcome`` (the driver's :class:`~service.em.loop.FitOutcome`), from which the
+    worker takes the job's :class:`Replay`.
 
     ``solve`` and ``render`` are module-level functions, so the item pickles by reference and the
     job runner needs to know nothing of models or schemas.

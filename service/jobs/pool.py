@@ -21,11 +21,11 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from service.jobs.models import WorkItem
+from service.jobs.protocol import Assignment, Died, Finished, PoolMessage, WorkerMessage
 from service.jobs.worker import worker_main
 
 logger = logging.getLogger("service.jobs.pool")
 
-Message = tuple[Any, ...]
 _INLINE_SEND_MAX = 32 * 1024  # bytes; a pipe buffers 64 KiB
 
 
@@ -57,12 +57,13 @@ def _context() -> multiprocessing.context.ForkServerContext:
     # scipy and the solver, so a replacement worker starts in milliseconds and inherits no threads.
     # The server starts with the environment of its first use: the BLAS thread share is set by then.
     context: multiprocessing.context.ForkServerContext = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["service.jobs.worker", "service.api.translate"])
+    # The families (solvers, renderers, schemas) but never FastAPI: a worker needs none of the web layer.
+    context.set_forkserver_preload(["service.jobs.worker", "service.families.registry"])
     return context
 
 
 class WorkerPool:
-    def __init__(self, size: int, on_message: Callable[[str, Message], None]) -> None:
+    def __init__(self, size: int, on_message: Callable[[PoolMessage], None]) -> None:
         self.size = size
         self._on_message = on_message
         self._workers: list[_Worker] = []
@@ -122,7 +123,7 @@ class WorkerPool:
         worker.seq += 1
         worker.job_id = job_id
         assert self._loop is not None
-        message = ForkingPickler.dumps((job_id, worker.seq, item))
+        message = ForkingPickler.dumps(Assignment(job_id, worker.seq, item))
         if len(message) <= _INLINE_SEND_MAX:  # fits the pipe's buffer: the write cannot block
             self._send(worker, message)
         else:  # a large task blocks until the worker has read it: off the event loop
@@ -178,7 +179,7 @@ class WorkerPool:
             for sentinel in (r for r in ready if r in by_sentinel):
                 self._call_soon(self._on_death, by_sentinel[sentinel])
 
-    def _deliver(self, worker: _Worker, message: Message) -> None:
+    def _deliver(self, worker: _Worker, message: WorkerMessage) -> None:
         self._call_soon(self._on_worker_message, worker, message)
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
@@ -186,11 +187,10 @@ class WorkerPool:
             with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 self._loop.call_soon_threadsafe(callback, *args)
 
-    def _on_worker_message(self, worker: _Worker, message: Message) -> None:
-        kind, job_id = message[0], message[1]
-        if kind == "finished" and worker.job_id == job_id:
+    def _on_worker_message(self, worker: _Worker, message: WorkerMessage) -> None:
+        if isinstance(message, Finished) and worker.job_id == message.job_id:
             worker.job_id = None
-        self._on_message(job_id, message)
+        self._on_message(message)
 
     def _on_death(self, worker: _Worker) -> None:
         with self._lock:
@@ -203,10 +203,7 @@ class WorkerPool:
         worker.conn.close()
         if not self._stopping.is_set():
             self._spawn()
-        if job_id is not None:
-            self._on_message(job_id, ("died", job_id, exitcode))
-        else:
-            self._on_message("", ("idle", "", None))
+        self._on_message(Died(job_id, exitcode))
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -220,7 +217,3 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exitcode}"
     return f"exit code {exitcode}"
-
-
-def default_worker_count() -> int:
-    return max(1, os.cpu_count() or 1)

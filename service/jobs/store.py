@@ -12,16 +12,27 @@ import json
 import math
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.jobs.models import JobRecord, JobStatus
+from service.jobs.models import JobRecord, JobStatus, Replay
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a listing shows (None: any)."""
+
+    status: JobStatus | None = None
+    kind: str | None = None
 
 
 class JobStore(Protocol):
     def insert(self, record: JobRecord) -> None: ...
     def get(self, job_id: str) -> JobRecord | None: ...
-    def list(self, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]: ...
+    def list(
+        self, limit: int, cursor: str | None = None, where: JobFilter | None = None
+    ) -> tuple[list[JobRecord], str | None]: ...
     def mark_running(self, job_id: str, started_at: float) -> None: ...
     def update_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
     def finish(self, record: JobRecord) -> None: ...
@@ -49,13 +60,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     request     TEXT NOT NULL,
     progress    TEXT,
     result      BLOB,
-    error       TEXT
+    error       TEXT,
+    replay      TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 """
 
-_COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error"
+_COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay"
+
+# Columns added after the first release, for stores created before them: (name, declaration).
+_ADDED_COLUMNS = (("replay", "TEXT"),)
 
 
 class SQLiteJobStore:
@@ -80,6 +95,10 @@ class SQLiteJobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, declaration in _ADDED_COLUMNS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
         self._mutex = threading.Lock()
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
@@ -88,7 +107,7 @@ class SQLiteJobStore:
 
     def insert(self, record: JobRecord) -> None:
         self._execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.kind,
@@ -100,6 +119,7 @@ class SQLiteJobStore:
                 _dump(record.progress),
                 record.result,
                 _dump(record.error),
+                _dump_replay(record.replay),
             ),
         )
 
@@ -107,20 +127,27 @@ class SQLiteJobStore:
         row = self._execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _record(row)
 
-    def list(self, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+    def list(
+        self, limit: int, cursor: str | None = None, where: JobFilter | None = None
+    ) -> tuple[list[JobRecord], str | None]:
         """Newest first; ``cursor`` continues after the last job of the previous page (keyset pagination)."""
-        # Listing leaves the (possibly large) results out: a caller fetches a job for its result.
-        columns = _COLUMNS.replace("result", "NULL")
-        if cursor is None:
-            rows = self._execute(
-                f"SELECT {columns} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit + 1,)
-            ).fetchall()
-        else:
-            created_at, job_id = _decode_cursor(cursor)
-            rows = self._execute(
-                f"SELECT {columns} FROM jobs WHERE (created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?",
-                (created_at, job_id, limit + 1),
-            ).fetchall()
+        # Listing leaves the (possibly large) results and replays out: a caller fetches a job for its result.
+        columns = _COLUMNS.replace("result", "NULL").replace("replay", "NULL")
+        conditions: list[str] = []
+        params: list[Any] = []
+        if cursor is not None:
+            conditions.append("(created_at, id) < (?, ?)")
+            params.extend(_decode_cursor(cursor))
+        if where is not None and where.status is not None:
+            conditions.append("status = ?")
+            params.append(where.status)
+        if where is not None and where.kind is not None:
+            conditions.append("kind = ?")
+            params.append(where.kind)
+        clause = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        rows = self._execute(
+            f"SELECT {columns} FROM jobs {clause}ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit + 1)
+        ).fetchall()
         records = [_record(row) for row in rows[:limit]]
         next_cursor = _encode_cursor(records[-1]) if len(rows) > limit else None
         return records, next_cursor
@@ -136,8 +163,8 @@ class SQLiteJobStore:
 
     def finish(self, record: JobRecord) -> None:
         self._execute(
-            "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ? "
-            "WHERE id = ?",
+            "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ?, "
+            "replay = ? WHERE id = ?",
             (
                 record.status,
                 record.started_at,
@@ -145,6 +172,7 @@ class SQLiteJobStore:
                 _dump(record.progress),
                 record.result,
                 _dump(record.error),
+                _dump_replay(record.replay),
                 record.id,
             ),
         )
@@ -177,8 +205,12 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _dump_replay(replay: Replay | None) -> str | None:
+    return None if replay is None else json.dumps(replay.to_dict())
+
+
 def _record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, kind, status, created_at, started_at, finished_at, request, progress, result, error = row
+    job_id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay = row
     status_value: JobStatus = status
     return JobRecord(
         id=job_id,
@@ -191,6 +223,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         progress=_load(progress),
         result=result,
         error=_load(error),
+        replay=None if replay is None else Replay.from_dict(json.loads(replay)),
     )
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from service.em.errors import EMError
 from service.em.loop import Hooks
-from service.jobs.models import WorkItem
+from service.jobs.models import Replay
+from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, Started
 
 logger = logging.getLogger("service.jobs.worker")
 
@@ -29,13 +30,13 @@ _WORKER_NICENESS = 5
 class _WorkerHooks(Hooks):
     def __init__(self, conn: Connection, job_id: str, seq: int, cancel_seq: Any) -> None:
         self.conn, self.job_id, self.seq, self.cancel_seq = conn, job_id, seq, cancel_seq
-        self.buffer: list[tuple[int, int, float, float]] = []
+        self.buffer: list[IterationEvent] = []
         self.last_flush = time.monotonic()
         self.cancelled = False
         self.parent_pid = os.getppid()
 
     def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
-        self.buffer.append((start, iteration, log_likelihood, delta))
+        self.buffer.append(IterationEvent(start, iteration, log_likelihood, delta))
         if len(self.buffer) >= _FLUSH_MAX_EVENTS or time.monotonic() - self.last_flush >= _FLUSH_INTERVAL_S:
             self.flush()
 
@@ -47,31 +48,37 @@ class _WorkerHooks(Hooks):
 
     def flush(self) -> None:
         if self.buffer:
-            self.conn.send(("progress", self.job_id, self.buffer))
+            self.conn.send(Progress(self.job_id, self.buffer))
             self.buffer = []
         self.last_flush = time.monotonic()
 
 
-def run_job(conn: Connection, job_id: str, seq: int, item: WorkItem, cancel_seq: Any) -> None:
-    conn.send(("started", job_id, time.time()))
-    hooks = _WorkerHooks(conn, job_id, seq, cancel_seq)
+def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
+    job_id, item = assignment.job_id, assignment.item
+    conn.send(Started(job_id, time.time()))
+    hooks = _WorkerHooks(conn, job_id, assignment.seq, cancel_seq)
     try:
         solution = item.solve(item.task, hooks)
         hooks.flush()
         if hooks.cancelled:
-            conn.send(("finished", job_id, "cancelled", None, None))
+            conn.send(Finished(job_id, "cancelled"))
             return
-        conn.send(("finished", job_id, "succeeded", item.render(solution, job_id), None))
+        result = item.render(solution, job_id)
+        conn.send(Finished(job_id, "succeeded", result=result, replay=Replay.of(solution.outcome)))
     except EMError as exc:
-        error = {"type": "invalid_request", "message": exc.message, "field": exc.field or ""}
-        conn.send(("finished", job_id, "failed", None, error))
+        conn.send(Finished(job_id, "failed", error=invalid_request(exc)))
     except MemoryError:
         error = {"type": "out_of_memory", "message": "the fit needed more memory than it could get; use fewer points"}
-        conn.send(("finished", job_id, "failed", None, error))
+        conn.send(Finished(job_id, "failed", error=error))
     except Exception:
         logger.exception("job %s failed", job_id)
         error = {"type": "internal_error", "message": "the fit failed unexpectedly; the error was logged"}
-        conn.send(("finished", job_id, "failed", None, error))
+        conn.send(Finished(job_id, "failed", error=error))
+
+
+def invalid_request(exc: EMError) -> dict[str, str]:
+    """A job's error for input the solver refused (the API answers it as a 422 naming ``field``)."""
+    return {"type": "invalid_request", "message": exc.message, "field": exc.field or ""}
 
 
 def worker_main(conn: Connection, cancel_seq: Any) -> None:
@@ -87,5 +94,4 @@ def worker_main(conn: Connection, cancel_seq: Any) -> None:
             return
         if message is None:
             return
-        job_id, seq, item = message
-        run_job(conn, job_id, seq, item, cancel_seq)
+        run_job(conn, message, cancel_seq)

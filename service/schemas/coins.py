@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -79,3 +79,33 @@ class CoinFitResult(FitResultBase):
     params: CoinParamsOut
     log_likelihood: float = Field(description="observed-data log-likelihood (no binomial coefficient)")
     responsibilities: list[list[float]] = Field(description="P(coin k | experiment), one row per experiment")
+
+
+# Worked request examples shown in Swagger UI (their results: service/schemas/result_examples/coins.json).
+DO_BATZOGLOU_SEQUENCES = ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"]
+
+COIN_EXAMPLES: dict[str, dict[str, Any]] = {
+    "do_batzoglou": {
+        "summary": "Do & Batzoglou (2008): five experiments, two coins",
+        "description": "From biases 0.6 / 0.5 EM converges to 0.7968 / 0.5196, as in the paper's figure.",
+        "value": {"sequences": DO_BATZOGLOU_SEQUENCES, "n_coins": 2, "init": {"biases": [0.6, 0.5]}},
+    },
+    "counts_fit_weights": {
+        "summary": "Heads/tails counts, three coins, weights estimated too",
+        "value": {
+            "counts": [
+                {"heads": 9, "tails": 1},
+                {"heads": 8, "tails": 2},
+                {"heads": 5, "tails": 5},
+                {"heads": 4, "tails": 6},
+                {"heads": 1, "tails": 9},
+                {"heads": 2, "tails": 8},
+                {"heads": 9, "tails": 1},
+            ],
+            "n_coins": 3,
+            "fit_weights": True,
+            "n_init": 5,
+            "seed": 1,
+        },
+    },
+}

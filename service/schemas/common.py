@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-StopReason = Literal["converged", "max_iter", "time_limit", "cancelled"]
-TraceMode = Literal["loglik", "params", "none"]
+from service.em.loop import StopReason, TraceMode
 
-# Requests: unknown fields are typos worth a 422; NaN/Infinity are never numbers here.
-REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Requests: unknown fields are typos worth a 422; NaN/Infinity are never numbers here; strict, so a boolean
+# is never taken for a number (``"n_components": true``) nor a number for a boolean (``"return_labels": 0``).
+REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class FitOptions(BaseModel):
@@ -38,6 +38,10 @@ class FitOptions(BaseModel):
         gt=0,
         description="wall-clock budget for the fit (null = the server default; the server caps it)",
     )
+
+    def options_summary(self) -> dict[str, Any]:
+        """The common options as a job record shows them."""
+        return self.model_dump(include={"max_iter", "tol", "n_init", "seed", "trace", "time_limit_s"})
 
 
 class TraceEntry(BaseModel):

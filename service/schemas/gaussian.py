@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
 from service.schemas.points import Points
 
-CovarianceType = Literal["full", "diag", "spherical", "tied"]
 Matrix = list[list[float]]
 
 
 class GaussianInit(BaseModel):
     model_config = REQUEST_CONFIG
 
-    method: Literal["kmeans", "kmeans++", "random_from_data", "random"] = Field(
+    method: InitMethod = Field(
         "kmeans",
         description="fills what is not given: kmeans (k-means seeded by k-means++), kmeans++ (the seeding "
         "alone), random_from_data (K random points), random (random responsibilities)",
@@ -33,14 +33,14 @@ class GaussianInit(BaseModel):
 class GaussianFitRequest(FitOptions):
     """A point cloud to explain as K normal groups."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=True)
+    model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
     points: Points
     n_components: int = Field(2, ge=1, description="K, the number of normal groups")
     covariance_type: CovarianceType = Field("full", description="as scikit-learn's GaussianMixture defines them")
     init: GaussianInit | None = None
     reg_covar: float = Field(1e-6, ge=0, description="added to covariance diagonals for stability")
-    dtype: Literal["float64", "float32"] = Field(
+    dtype: WorkingDtype = Field(
         "float64",
         description="precision of the passes over the points: float32 halves their memory traffic and runs "
         "faster on large clouds; parameters and sums stay float64. Along the same path its results agree with "
@@ -80,3 +80,83 @@ class GaussianFitResult(FitResultBase):
     n_parameters: int
     labels: list[int] | None = Field(description="most probable component per point (null unless requested)")
     responsibilities: list[list[float]] | None = Field(description="n x K (null unless requested)")
+
+
+# Worked request examples shown in Swagger UI (their results: service/schemas/result_examples/gaussian.json).
+GAUSSIAN_EXAMPLES: dict[str, dict[str, Any]] = {
+    "two_groups_1d": {
+        "summary": "1-D: two normal groups of 15 points (means -2 and 3)",
+        "description": "Estimates each group's weight, mean and standard deviation (params.stds).",
+        "value": {
+            "points": [
+                -2.0,
+                -1.85,
+                -2.14,
+                -2.45,
+                -2.23,
+                -2.5,
+                -1.97,
+                -1.33,
+                -2.25,
+                -2.31,
+                -1.76,
+                -1.82,
+                -1.95,
+                -2.47,
+                -2.01,
+                3.7,
+                1.66,
+                2.54,
+                1.1,
+                1.71,
+                1.16,
+                2.76,
+                1.73,
+                3.27,
+                3.16,
+                2.81,
+                0.48,
+                2.46,
+                2.95,
+                3.11,
+            ],
+            "n_components": 2,
+            "seed": 0,
+        },
+    },
+    "three_clusters_2d": {
+        "summary": "2-D: three clusters around (0,0), (5,5), (0,5)",
+        "value": {
+            "points": [
+                [-0.77, -0.24],
+                [-0.49, -0.4],
+                [0.53, -0.4],
+                [-0.02, 0.44],
+                [-0.29, -0.06],
+                [0.06, 0.03],
+                [-0.61, 0.04],
+                [0.68, -0.77],
+                [5.43, 5.06],
+                [4.68, 6.0],
+                [5.38, 4.4],
+                [5.04, 5.29],
+                [4.91, 5.34],
+                [4.97, 5.33],
+                [5.72, 4.66],
+                [5.1, 4.77],
+                [0.06, 4.41],
+                [-0.29, 4.9],
+                [0.45, 5.57],
+                [-0.66, 4.6],
+                [0.32, 4.0],
+                [-0.23, 4.95],
+                [0.63, 5.34],
+                [-0.16, 4.82],
+            ],
+            "n_components": 3,
+            "covariance_type": "full",
+            "n_init": 3,
+            "seed": 42,
+        },
+    },
+}

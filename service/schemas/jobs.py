@@ -1,16 +1,18 @@
-"""The job resource: status, progress, and the fit result once there is one."""
+"""The job resource: status, progress, and the fit result once there is one.
+
+``Job.kind`` and the ``Job.result`` union depend on which model families exist, so the model is built
+by :func:`job_schema` from the registry (``service.families.registry``), never edited by hand.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from service.schemas.coins import CoinFitResult
-from service.schemas.gaussian import GaussianFitResult
-
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from service.jobs.models import JobStatus
 
 
 class JobProgress(BaseModel):
@@ -24,21 +26,32 @@ class JobError(BaseModel):
     message: str
 
 
-class Job(BaseModel):
-    id: str
-    kind: Literal["coins", "gaussian"]
-    status: JobStatus
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    progress: JobProgress | None
-    result: Annotated[CoinFitResult | GaussianFitResult, Field(discriminator="model")] | None = Field(
-        description="the fit result once succeeded (left out of listings: fetch the job for it)"
+def job_schema(kinds: Sequence[str], results: Sequence[type[BaseModel]]) -> type[BaseModel]:
+    """The ``Job`` model for these families: ``kind`` one of ``kinds``, ``result`` one of ``results`` (by ``model``)."""
+    kind = Literal[tuple(kinds)]  # type: ignore[valid-type]
+    result = Annotated[Union[tuple(results)], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+    fields: dict[str, Any] = {
+        "id": (str, ...),
+        "kind": (kind, ...),
+        "status": (JobStatus, ...),
+        "created_at": (datetime, ...),
+        "started_at": (datetime | None, ...),
+        "finished_at": (datetime | None, ...),
+        "progress": (JobProgress | None, ...),
+        "result": (
+            result | None,
+            Field(description="the fit result once succeeded (left out of listings: fetch the job for it)"),
+        ),
+        "error": (JobError | None, ...),
+        "request": (dict[str, Any], Field(description="a summary of the request (sizes and options, not the data)")),
+    }
+    return create_model("Job", __doc__="A fit run in the background: its status, progress and result.", **fields)
+
+
+def job_page_schema(job: type[BaseModel]) -> type[BaseModel]:
+    return create_model(
+        "JobPage",
+        __doc__="One page of jobs, newest first.",
+        items=(list[job], Field(description="newest first")),  # type: ignore[valid-type]
+        next_cursor=(str | None, Field(description="pass as cursor for the next page; null on the last page")),
     )
-    error: JobError | None
-    request: dict[str, Any] = Field(description="a summary of the request (sizes and options, not the data)")
-
-
-class JobPage(BaseModel):
-    items: list[Job] = Field(description="newest first")
-    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")

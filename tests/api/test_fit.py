@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.schemas.examples import COIN_EXAMPLES, GAUSSIAN_EXAMPLES
+from service.schemas.coins import COIN_EXAMPLES
+from service.schemas.gaussian import GAUSSIAN_EXAMPLES
 from tests.conftest import DO_BATZOGLOU
 
 TIMING_FIELDS = {"job_id", "elapsed_ms"}

@@ -131,10 +131,41 @@ def test_limits_come_from_settings(tmp_path):
         assert response.status_code == 422 and "at most 10" in response.json()["detail"][0]["msg"]
 
 
-def test_wrong_content_type_is_a_422(client):
-    body = json.dumps({"sequences": DO_BATZOGLOU})
-    response = client.post(COINS, content=body, headers={"content-type": "text/plain"})
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_that_is_not_json_is_a_415_saying_what_to_send(client, content_type):
+    # plain `curl -d` sends application/x-www-form-urlencoded
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = client.post(COINS, content=json.dumps({"sequences": DO_BATZOGLOU}), headers=headers)
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["detail"]
+    assert (content_type or "no Content-Type") in response.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "application/x+json"])
+def test_json_content_types_are_accepted(client, content_type):
+    headers = {"content-type": content_type}
+    response = client.post(COINS, content=json.dumps({"sequences": DO_BATZOGLOU}), headers=headers)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (COINS, {"sequences": DO_BATZOGLOU, "n_coins": True}, "n_coins"),
+        (COINS, {"sequences": DO_BATZOGLOU, "fit_weights": 1}, "fit_weights"),
+        (COINS, {"sequences": DO_BATZOGLOU, "max_iter": True}, "max_iter"),
+        (COINS, {"counts": [{"heads": True, "tails": 3}]}, "counts"),
+        ("/v1/fit/gaussian", {"points": [0.0, 1.0, 5.0], "n_components": True}, "n_components"),
+        ("/v1/fit/gaussian", {"points": [0.0, 1.0, 5.0], "return_responsibilities": 0}, "return_responsibilities"),
+        ("/v1/fit/gaussian", {"points": [0.0, 1.0, 5.0], "return_labels": "yes"}, "return_labels"),
+    ],
+)
+def test_booleans_and_numbers_are_never_taken_for_each_other(client, path, body, field):
+    response = client.post(path, json=body)
     assert response.status_code == 422
+    assert field in response.json()["detail"][0]["loc"]
 
 
 def test_unknown_route_and_method(client):

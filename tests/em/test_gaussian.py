@@ -140,7 +140,8 @@ def test_one_component_is_the_sample_mean_and_covariance():
 
 
 def test_bic_and_aic_match_sklearn():
-    from service.em.tasks import GaussianTask, solve_gaussian
+    from service.families.gaussian import GaussianTask
+    from service.families.gaussian import solve as solve_gaussian
 
     X = _three_clusters()
     for covariance_type in COVARIANCE_TYPES:

@@ -1,0 +1,65 @@
+"""What a model family registers: everything between a validated request and the result JSON.
+
+A :class:`Family` is plain data and functions, so the API process (routes, checks, summaries) and the
+worker processes (solve, render) share one definition without either importing the other's framework.
+Nothing here imports FastAPI: workers unpickle tasks and call ``solve`` and ``render`` by reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from service.em.loop import EMOptions, FitOutcome, Hooks
+from service.schemas.common import FitOptions
+from service.settings import Settings
+
+RequestT = TypeVar("RequestT", bound=FitOptions)
+TaskT = TypeVar("TaskT", bound="FitTask")
+SolutionT = TypeVar("SolutionT", bound="Solved")
+
+
+class FitTask(Protocol):
+    """A request as the solver takes it: numpy arrays and numbers, picklable, checked for limits."""
+
+    @property
+    def options(self) -> EMOptions: ...
+
+    @property
+    def work_per_iteration(self) -> int:
+        """Observations x components: what one E-step costs, up to a constant (for the inline fast path)."""
+        ...
+
+
+class Solved(Protocol):
+    """A solved fit: the driver's outcome plus whatever the family derives from it."""
+
+    @property
+    def outcome(self) -> FitOutcome[Any]: ...
+
+
+@dataclass(frozen=True)
+class Family(Generic[RequestT, TaskT, SolutionT]):
+    """One model family. Adding a model is one solver module, one schema module and one of these.
+
+    ``make_task`` turns a validated request into a task and enforces the server's caps (raising
+    :class:`~service.em.errors.EMError`, answered 422); ``check`` does the cheap checks that need the
+    arrays (shapes of given starts, enough distinct points) so a bad request is a 422 before it queues,
+    without building the model. ``solve`` and ``render`` run in the worker (or inline for tiny fits).
+    """
+
+    kind: str
+    title: str  # what is fitted, for route summaries: "a K-coin binomial mixture"
+    description: str  # one paragraph, shown on the fit and job routes
+    request: type[RequestT]
+    result: type[BaseModel]
+    examples: Mapping[str, dict[str, Any]]
+    make_task: Callable[[RequestT, Settings, float], TaskT]
+    check: Callable[[TaskT], None]
+    summarise: Callable[[RequestT], dict[str, Any]]
+    solve: Callable[[TaskT, Hooks | None], SolutionT]
+    render: Callable[[SolutionT, str], bytes]
+    result_examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)

@@ -1,0 +1,129 @@
+"""The coins family: K-coin binomial mixtures over experiments of flips (Do & Batzoglou, generalised)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.em.coins import CoinMixture, CoinParams, check_weights, parse_sequences
+from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
+from service.families.base import Family
+from service.families.limits import check_size, em_options
+from service.families.render import common_fields, dumps
+from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult
+from service.schemas.results import load_result_examples
+from service.settings import Settings
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CoinTask:
+    options: EMOptions
+    heads: FloatArray
+    tails: FloatArray
+    n_coins: int = 2
+    fit_weights: bool = False
+    init_biases: FloatArray | None = None
+    init_weights: FloatArray | None = None
+
+    @property
+    def work_per_iteration(self) -> int:
+        return int(self.heads.size) * self.n_coins
+
+
+@dataclass
+class CoinSolution:
+    outcome: FitOutcome[CoinParams]
+    params: dict[str, Any]
+    responsibilities: FloatArray
+
+
+def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s: float) -> CoinTask:
+    """Counts from the request (sequences are counted here, once), within the server's caps."""
+    field = "sequences" if request.sequences is not None else "counts"
+    check_size(
+        settings, field=field, n_observations=request.n_experiments, n_components=request.n_coins,
+        components_field="n_coins",
+    )  # fmt: skip
+    if request.sequences is not None:
+        heads, tails = parse_sequences(request.sequences)
+    else:
+        assert request.counts is not None
+        heads = np.array([c.heads for c in request.counts], dtype=np.float64)
+        tails = np.array([c.tails for c in request.counts], dtype=np.float64)
+    init = request.init
+    return CoinTask(
+        options=em_options(request, settings, default_time_limit_s),
+        heads=heads,
+        tails=tails,
+        n_coins=request.n_coins,
+        fit_weights=request.fit_weights,
+        init_biases=None if init is None else np.asarray(init.biases, dtype=np.float64),
+        init_weights=None if init is None or init.weights is None else np.asarray(init.weights, dtype=np.float64),
+    )
+
+
+def check(task: CoinTask) -> None:
+    """What the model would refuse, without building it (the schema has checked shapes and ranges)."""
+    if task.n_coins > task.heads.size:
+        raise DegenerateDataError(
+            f"n_coins is {task.n_coins} but there are only {task.heads.size} experiments; "
+            "use at most one coin per experiment",
+            "n_coins",
+        )
+    if task.init_weights is not None:
+        check_weights(task.init_weights, task.n_coins, "init.weights")
+    if task.init_biases is not None and task.init_biases.shape != (task.n_coins,):
+        raise InvalidParameterError(
+            f"init.biases has {task.init_biases.size} values, expected n_coins = {task.n_coins}", "init.biases"
+        )
+
+
+def solve(task: CoinTask, hooks: Hooks | None = None) -> CoinSolution:
+    model = CoinMixture(task.heads, task.tails, task.n_coins, task.fit_weights, task.init_weights, task.init_biases)
+    # Given starting biases keep the caller's order; otherwise results come in canonical order.
+    options = replace(task.options, canonical_order=task.init_biases is None)
+    outcome = run_em(model, options, hooks)
+    return CoinSolution(outcome, model.to_dict(outcome.params), np.exp(outcome.log_resp))
+
+
+def render(solution: CoinSolution, job_id: str) -> bytes:
+    """The ``CoinFitResult`` JSON of a solved fit."""
+    return dumps(
+        {
+            "model": "coins",
+            "params": solution.params,
+            "responsibilities": solution.responsibilities,
+            **common_fields(solution.outcome, job_id),
+        }
+    )
+
+
+def summarise(request: CoinFitRequest) -> dict[str, Any]:
+    return {
+        "n_experiments": request.n_experiments,
+        "n_coins": request.n_coins,
+        "fit_weights": request.fit_weights,
+        **request.options_summary(),
+    }
+
+
+FAMILY = Family(
+    kind="coins",
+    title="a K-coin binomial mixture",
+    description="Estimate each coin's bias (and optionally mixing weights) from experiments of flips by EM.",
+    request=CoinFitRequest,
+    result=CoinFitResult,
+    examples=COIN_EXAMPLES,
+    result_examples=load_result_examples("coins"),
+    make_task=make_task,
+    check=check,
+    summarise=summarise,
+    solve=solve,
+    render=render,
+)

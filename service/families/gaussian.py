@@ -1,0 +1,164 @@
+"""The gaussian family: mixtures of K normal groups over a 1-D or d-D point cloud (four covariance types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
+from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
+from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
+from service.families.base import Family
+from service.families.limits import check_size, em_options
+from service.families.render import common_fields, dumps
+from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult
+from service.schemas.results import load_result_examples
+from service.settings import Settings
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class GaussianTask:
+    options: EMOptions
+    X: FloatArray  # (n, d), also for 1-D data
+    n_components: int = 2
+    covariance_type: CovarianceType = "full"
+    reg_covar: float = 1e-6
+    dtype: WorkingDtype = "float64"
+    init_method: InitMethod = "kmeans"
+    init_means: Any = None
+    init_covariances: Any = None
+    init_weights: Any = None
+    return_labels: bool = True
+    return_responsibilities: bool = False
+
+    @property
+    def work_per_iteration(self) -> int:
+        n, d = self.X.shape
+        return int(n * self.n_components * d * (d if self.covariance_type in ("full", "tied") else 1))
+
+
+@dataclass
+class GaussianSolution:
+    outcome: FitOutcome[GaussianParams]
+    params: dict[str, Any]
+    mean_log_likelihood: float
+    bic: float
+    aic: float
+    n_parameters: int
+    labels: NDArray[np.intp] | None
+    responsibilities: FloatArray | None
+
+
+def make_task(request: GaussianFitRequest, settings: Settings, default_time_limit_s: float) -> GaussianTask:
+    X = request.points if request.points.ndim == 2 else request.points[:, None]
+    check_size(settings, field="points", n_observations=X.shape[0], n_features=X.shape[1],
+               n_components=request.n_components)  # fmt: skip
+    init = request.init
+    return GaussianTask(
+        options=em_options(request, settings, default_time_limit_s),
+        X=X,
+        n_components=request.n_components,
+        covariance_type=request.covariance_type,
+        reg_covar=request.reg_covar,
+        dtype=request.dtype,
+        init_method=init.method if init else "kmeans",
+        init_means=init.means if init else None,
+        init_covariances=init.covariances if init else None,
+        init_weights=init.weights if init else None,
+        return_labels=request.return_labels,
+        return_responsibilities=request.return_responsibilities,
+    )
+
+
+def check(task: GaussianTask) -> None:
+    check_inputs(
+        task.X,
+        task.n_components,
+        task.covariance_type,
+        task.reg_covar,
+        task.dtype,
+        task.init_means,
+        task.init_covariances,
+        task.init_weights,
+    )
+
+
+def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
+    model = GaussianMixture(
+        task.X,
+        task.n_components,
+        task.covariance_type,
+        task.reg_covar,
+        task.init_method,
+        task.init_means,
+        task.init_covariances,
+        task.init_weights,
+        task.dtype,
+    )
+    # Given starting means keep the caller's order; otherwise results come in canonical order.
+    options = replace(task.options, canonical_order=task.init_means is None)
+    outcome = run_em(model, options, hooks)
+    n_samples = model.n_observations
+    n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
+    return GaussianSolution(
+        outcome=outcome,
+        params=model.to_dict(outcome.params),
+        mean_log_likelihood=outcome.log_likelihood / n_samples,
+        bic=-2 * outcome.log_likelihood + n_params * np.log(n_samples),
+        aic=-2 * outcome.log_likelihood + 2 * n_params,
+        n_parameters=n_params,
+        labels=np.argmax(outcome.log_resp, axis=1) if task.return_labels else None,
+        responsibilities=np.exp(outcome.log_resp) if task.return_responsibilities else None,
+    )
+
+
+def render(solution: GaussianSolution, job_id: str) -> bytes:
+    """The ``GaussianFitResult`` JSON of a solved fit."""
+    return dumps(
+        {
+            "model": "gaussian",
+            "params": solution.params,
+            "mean_log_likelihood": solution.mean_log_likelihood,
+            "bic": solution.bic,
+            "aic": solution.aic,
+            "n_parameters": solution.n_parameters,
+            "labels": solution.labels,
+            "responsibilities": solution.responsibilities,
+            **common_fields(solution.outcome, job_id),
+        }
+    )
+
+
+def summarise(request: GaussianFitRequest) -> dict[str, Any]:
+    X = request.points
+    return {
+        "n_points": int(X.shape[0]),
+        "n_features": int(X.shape[1]) if X.ndim == 2 else 1,
+        "n_components": request.n_components,
+        "covariance_type": request.covariance_type,
+        "reg_covar": request.reg_covar,
+        "dtype": request.dtype,
+        "init_method": request.init.method if request.init else "kmeans",
+        **request.options_summary(),
+    }
+
+
+FAMILY = Family(
+    kind="gaussian",
+    title="a Gaussian mixture to points",
+    description="Estimate weights, means and covariances of K normal groups in a 1-D or d-D point cloud by EM.",
+    request=GaussianFitRequest,
+    result=GaussianFitResult,
+    examples=GAUSSIAN_EXAMPLES,
+    result_examples=load_result_examples("gaussian"),
+    make_task=make_task,
+    check=check,
+    summarise=summarise,
+    solve=solve,
+    render=render,
+)

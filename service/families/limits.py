@@ -1,0 +1,74 @@
+"""The server's caps on a fit request: checked in the API process, before any work is queued.
+
+A value the schema accepts but this server's limits do not is a 422 naming the limit. Defaults that
+exceed a cap (an operator lowered ``EM_MAX_ITER_CAP`` below the schema's default) are clamped to it:
+a client that did not ask for a value must not be refused for it.
+"""
+
+from __future__ import annotations
+
+from service.em.errors import EMError
+from service.em.loop import EMOptions
+from service.schemas.common import FitOptions
+from service.settings import Settings
+
+
+class LimitExceeded(EMError):
+    """A request above one of the server's caps (answered 422 with type ``value_error.limit``)."""
+
+
+def em_options(request: FitOptions, settings: Settings, default_time_limit_s: float) -> EMOptions:
+    """The driver's options from the request's common fields, each checked against its cap."""
+    given = request.model_fields_set
+    max_iter = _capped("max_iter", request.max_iter, settings.max_iter_cap, "max_iter" in given)
+    n_init = _capped("n_init", request.n_init, settings.n_init_cap, "n_init" in given)
+    if request.time_limit_s is None:
+        time_limit_s = min(default_time_limit_s, settings.time_limit_cap_s)
+    else:
+        time_limit_s = _capped("time_limit_s", request.time_limit_s, settings.time_limit_cap_s, True)
+    return EMOptions(
+        max_iter=int(max_iter),
+        tol=request.tol,
+        n_init=int(n_init),
+        seed=request.seed,
+        trace=request.trace,
+        time_limit_s=float(time_limit_s),
+    )
+
+
+def _capped(name: str, value: float, cap: float, given: bool) -> float:
+    if value <= cap:
+        return value
+    if not given:
+        return cap
+    raise LimitExceeded(f"{name} is {value}; this server allows at most {cap}", name)
+
+
+def check_size(
+    settings: Settings,
+    *,
+    field: str,
+    n_observations: int,
+    n_features: int = 1,
+    n_components: int,
+    components_field: str = "n_components",
+) -> None:
+    """Observations, dimensions, components and their product against the server's caps."""
+    if n_observations > settings.max_points:
+        raise LimitExceeded(
+            f"{field} has {n_observations} entries; this server allows at most {settings.max_points}", field
+        )
+    if n_features > settings.max_features:
+        raise LimitExceeded(
+            f"points have {n_features} dimensions; this server allows at most {settings.max_features}", field
+        )
+    if n_components > settings.max_components:
+        raise LimitExceeded(
+            f"{components_field} is {n_components}; this server allows at most {settings.max_components}",
+            components_field,
+        )
+    cells = n_observations * n_features * n_components
+    if cells > settings.max_cells:
+        raise LimitExceeded(
+            f"points x dimensions x components is {cells}; this server allows at most {settings.max_cells}", field
+        )

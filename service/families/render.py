@@ -1,0 +1,61 @@
+"""Result JSON from a solved fit: the fields every family shares, and a serialiser that never emits NaN.
+
+Runs in the worker processes (and inline for tiny fits): numpy arrays go straight to JSON with orjson.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.em.errors import EMError
+from service.em.loop import FitOutcome
+
+
+def common_fields(outcome: FitOutcome[Any], job_id: str) -> dict[str, Any]:
+    """``n_iter`` … ``elapsed_ms``: the fields of ``FitResultBase`` plus the total log-likelihood."""
+    return {
+        "n_iter": outcome.n_iter,
+        "converged": outcome.converged,
+        "stop_reason": outcome.stop_reason,
+        "trace": [
+            {"iteration": t.iteration, "log_likelihood": t.log_likelihood, "delta": t.delta}
+            | ({} if t.params is None else {"params": t.params})
+            for t in outcome.trace
+        ],
+        "restarts": [asdict(r) for r in outcome.restarts],
+        "warnings": outcome.warnings,
+        "job_id": job_id,
+        "elapsed_ms": outcome.elapsed_s * 1000.0,
+        "log_likelihood": outcome.log_likelihood,
+    }
+
+
+def dumps(result: dict[str, Any]) -> bytes:
+    """JSON straight from numpy arrays (orjson), refusing NaN/Infinity rather than emitting them."""
+    if not _finite(result):  # orjson would quietly write null for them
+        raise EMError("the fit produced non-finite numbers; try fewer components or a larger reg_covar")
+    return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY, default=_contiguous)
+
+
+def _contiguous(value: Any) -> Any:
+    # orjson writes C-contiguous arrays natively; a column-permuted view is copied once here.
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind != "f" or bool(np.all(np.isfinite(value)))
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
