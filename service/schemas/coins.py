@@ -88,7 +88,7 @@ COIN_EXAMPLES: dict[str, dict[str, Any]] = {
     "do_batzoglou": {
         "summary": "Do & Batzoglou (2008): five experiments, two coins",
         "description": "From biases 0.6 / 0.5 EM converges to 0.7968 / 0.5196, as in the paper's figure.",
-        "value": {"sequences": DO_BATZOGLOU_SEQUENCES, "n_coins": 2, "init": {"biases": [0.6, 0.5]}},
+        "value": {"sequences": DO_BATZOGLOU_SEQUENCES, "n_coins": 2, "init": {"biases": [0.6, 0.5]}, "seed": 0},
     },
     "counts_fit_weights": {
         "summary": "Heads/tails counts, three coins, weights estimated too",

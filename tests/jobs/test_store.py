@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from service.jobs.models import JobRecord
-from service.jobs.store import DataDirInUse, InvalidCursor, SQLiteJobStore
+from service.jobs.models import JobRecord, Replay
+from service.jobs.store import DataDirInUse, InvalidCursor, JobFilter, SQLiteJobStore
 
 
 @pytest.fixture
@@ -119,3 +119,44 @@ def test_listing_leaves_results_out(store):
     store.finish(record)
     page, _ = store.list(limit=5)
     assert page[0].result is None and store.get("a").result == b'{"big": true}'
+
+
+def test_a_replay_survives_reopening_and_is_left_out_of_listings(tmp_path):
+    store = SQLiteJobStore(tmp_path)
+    record = _record("r", 1.0)
+    store.insert(record)
+    record.status, record.finished_at, record.result = "succeeded", 2.0, b"{}"
+    record.replay = Replay(start=1, id_offset=12, iterations=[(1, -3.5, 0.25), (2, -3.25, 0.0625)], final_id=40)
+    store.finish(record)
+    store.close()
+    reopened = SQLiteJobStore(tmp_path)
+    assert reopened.get("r").replay == record.replay
+    listed = reopened.list(10)[0][0]
+    assert listed.replay is None and listed.result is None
+    reopened.close()
+
+
+def test_a_store_made_before_replays_existed_gains_the_column(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    old.executescript(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,"
+        " started_at REAL, finished_at REAL, request TEXT NOT NULL, progress TEXT, result BLOB, error TEXT);"
+        "INSERT INTO jobs VALUES ('old', 'coins', 'succeeded', 1.0, 1.0, 2.0, '{}', NULL, X'7B7D', NULL);"
+    )
+    old.commit()
+    old.close()
+    store = SQLiteJobStore(tmp_path)
+    kept = store.get("old")
+    assert kept is not None and kept.result == b"{}" and kept.replay is None
+    store.close()
+
+
+def test_list_filters_by_status_and_kind(store):
+    store.insert(_record("a", 1.0, status="succeeded"))
+    store.insert(JobRecord(id="b", kind="gaussian", status="succeeded", created_at=2.0))
+    store.insert(_record("c", 3.0, status="failed"))
+    assert [r.id for r in store.list(10, where=JobFilter(status="succeeded"))[0]] == ["b", "a"]
+    assert [r.id for r in store.list(10, where=JobFilter(kind="coins"))[0]] == ["c", "a"]
+    assert [r.id for r in store.list(10, where=JobFilter(status="failed", kind="gaussian"))[0]] == []
