@@ -30,15 +30,17 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(env: dict[str, str] | None = None, port: int | None = None) -> Iterator[LiveServer]:
-    """Start ``uvicorn service.main:app``; yield it; stop it (SIGTERM, then SIGKILL) on exit."""
+def live_server(
+    env: dict[str, str] | None = None, port: int | None = None, app: str = "service.main:app"
+) -> Iterator[LiveServer]:
+    """Start ``uvicorn <app>`` (by default the service); yield it; stop it (SIGTERM, then SIGKILL) on exit."""
     port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "service.main:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
