@@ -41,12 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = JobLimits(
-            workers=settings.workers, queue_size=settings.queue_size, retention_s=settings.job_retention_s
+            workers=settings.workers,
+            queue_size=settings.queue_size,
+            retention_s=settings.job_retention_s,
+            store_max_bytes=None if settings.store_max_mb is None else settings.store_max_mb * 1024 * 1024,
         )
         manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
         await manager.start()
         app.state.jobs = manager
-        app_metrics.watch_jobs(manager.stats)
+        app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
         # the collector's sight, so full collections under load scan only what requests create.
         gc.collect()

@@ -34,13 +34,15 @@ class Metrics:
         self.queue_depth = Gauge("em_queue_depth", "Jobs waiting for a worker", registry=self.registry)
         self.busy_workers = Gauge("em_busy_workers", "Workers running a fit", registry=self.registry)
         self.workers = Gauge("em_workers", "Worker processes", registry=self.registry)
+        self.store_bytes = Gauge("em_store_bytes", "Bytes of live pages in the job store", registry=self.registry)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
 
-    def watch_jobs(self, stats: Callable[[], dict[str, int]]) -> None:
-        """Queue and worker gauges are read from the job manager at scrape time."""
+    def watch_jobs(self, stats: Callable[[], dict[str, int]], store_bytes: Callable[[], int]) -> None:
+        """Queue, worker and store gauges are read from the job manager at scrape time."""
+        self.store_bytes.set_function(store_bytes)
         self.queue_depth.set_function(lambda: stats().get("queued", 0))
         self.busy_workers.set_function(lambda: stats().get("busy_workers", 0))
         self.workers.set_function(lambda: stats().get("workers", 0))

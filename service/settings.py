@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="fit worker processes")
     queue_size: int = Field(64, ge=1, description="jobs waiting for a worker before new ones get 503")
     job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="how long finished jobs are kept")
+    store_max_mb: int | None = Field(
+        2048, ge=1, description="past this size the oldest finished jobs are evicted (None: only retention)"
+    )
     default_job_time_limit_s: float = Field(3600.0, gt=0, description="time budget of an async job that names none")
 
     # HTTP edge: authentication, body size, browsers, logs.

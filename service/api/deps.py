@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from service.jobs.manager import JobManager, JobObserver
+from service.jobs.models import EVERYONE, Access
 from service.settings import Settings
 
 
@@ -24,3 +25,12 @@ def get_observer(request: Request) -> JobObserver:
     """Where fits run inline report (the app's metrics), as the job manager reports its jobs."""
     observer: JobObserver = request.app.state.metrics
     return observer
+
+
+def get_access(request: Request) -> Access:
+    """Whose jobs the caller may see: its tenant's (set by authentication), every job for an admin key, and
+    everything on a service without keys."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        return EVERYONE
+    return Access(tenant=principal.tenant, admin=principal.admin)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from service.em.errors import EMError
 from service.families.limits import LimitExceeded
-from service.jobs.models import FitFailed, JobAlreadyFinished, JobNotFound, QueueFull
+from service.jobs.models import FitFailed, JobAlreadyFinished, JobNotFound, QueueFull, StorageError, StorageFull
 from service.jobs.store import InvalidCursor
 
 logger = logging.getLogger("service.errors")
@@ -56,6 +56,13 @@ async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": str(exc.retry_after_s)})
 
 
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """The store refused a new job: 507 while the disk (or the store's cap) is full, 503 if it is unwritable."""
+    assert isinstance(exc, StorageError)
+    status = 507 if isinstance(exc, StorageFull) else 503
+    return JSONResponse(status_code=status, content={"detail": str(exc)}, headers={"Retry-After": "30"})
+
+
 async def _invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
     detail = [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]
     return JSONResponse(status_code=422, content={"detail": detail})
@@ -79,6 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(JobAlreadyFinished, _job_finished)
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
     app.add_exception_handler(FitFailed, _fit_failed)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -12,16 +12,21 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends
 
-from service.api.deps import get_jobs, get_observer, get_settings
+from service.api.deps import get_access, get_jobs, get_observer, get_settings
 from service.families.base import Family
 from service.jobs.manager import JobManager, JobObserver
+from service.jobs.models import Access
 from service.settings import Settings
 
 
 def with_family_signature(
-    handler: Callable[..., Coroutine[Any, Any, Any]], family: Family[Any, Any, Any], *, observer: bool = False
+    handler: Callable[..., Coroutine[Any, Any, Any]],
+    family: Family[Any, Any, Any],
+    *,
+    observer: bool = False,
+    access: bool = False,
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """``handler(body, settings, jobs[, observer])`` with ``body`` typed as the family's request."""
+    """``handler(body, settings, jobs[, observer][, access])`` with ``body`` typed as the family's request."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter(
@@ -36,6 +41,8 @@ def with_family_signature(
         parameters.append(
             inspect.Parameter("observer", keyword, annotation=Annotated[JobObserver, Depends(get_observer)])
         )
+    if access:
+        parameters.append(inspect.Parameter("access", keyword, annotation=Annotated[Access, Depends(get_access)]))
     handler.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     handler.__doc__ = family.description
     return handler

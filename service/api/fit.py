@@ -19,7 +19,13 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1/fit", tags=["fit"], route_class=OrjsonRoute)
 
 FIT_ERRORS: dict[int | str, dict[str, Any]] = {
-    503: {"description": "the job queue is full (see Retry-After), or the fit's worker failed", "model": Message},
+    415: {"description": "the body is not sent as JSON (Content-Type: application/json)", "model": Message},
+    503: {
+        "description": "the job queue is full or the job store unwritable (see Retry-After), or the fit's worker "
+        "failed",
+        "model": Message,
+    },
+    507: {"description": "the job store's disk is full (see Retry-After)", "model": Message},
 }
 
 

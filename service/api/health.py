@@ -23,10 +23,16 @@ async def read_health() -> dict[str, str]:
     "/readyz",
     summary="Readiness",
     response_model=dict[str, str | int],
-    responses={503: {"description": "the job runner or store is not up", "model": dict[str, str]}},
+    responses={
+        503: {
+            "description": "the job runner is not up, the store refuses writes, or the queue is full",
+            "model": dict[str, str],
+        }
+    },
 )
 async def read_readiness(jobs: Annotated[JobManager, Depends(get_jobs)]) -> JSONResponse:
-    """200 once the job runner and store are up, 503 otherwise."""
-    if jobs.ready:
+    """200 while new jobs can be taken: runner up, store writable, queue not full; 503 (with the reason) otherwise."""
+    reason = jobs.not_ready_reason
+    if reason is None:
         return JSONResponse({"status": "ready", **jobs.stats()})
-    return JSONResponse({"status": "not ready"}, status_code=503)
+    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "5"})

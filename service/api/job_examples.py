@@ -11,8 +11,8 @@ _EXAMPLE_ID = "pQ3nS2v9R1qkV0b8dW4e7A"
 _CREATED, _STARTED = "2026-11-25T12:00:00.000000Z", "2026-11-25T12:00:00.004000Z"
 
 
-def _job(family: Family[Any, Any, Any], request: dict[str, Any], mode: str, **fields: Any) -> dict[str, Any]:
-    summary = family.summarise(family.request.model_validate(request)) | {"mode": mode}
+def _job(family: Family[Any, Any, Any], request: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    summary = family.summarise(family.request.model_validate(request))
     document = {
         "id": _EXAMPLE_ID,
         "kind": family.kind,
@@ -31,7 +31,7 @@ def _job(family: Family[Any, Any, Any], request: dict[str, Any], mode: str, **fi
 def queued_job_example(family: Family[Any, Any, Any]) -> dict[str, Any]:
     """What ``POST /v1/jobs/{kind}`` answers for each of the family's request examples."""
     return {
-        name: {"summary": example["summary"], "value": _job(family, example["value"], "async")}
+        name: {"summary": example["summary"], "value": _job(family, example["value"])}
         for name, example in family.examples.items()
     }
 
@@ -47,7 +47,6 @@ def finished_job_example(families: Sequence[Family[Any, Any, Any]]) -> dict[str,
             value = _job(
                 family,
                 example["value"],
-                "async",
                 status="succeeded",
                 started_at=_STARTED,
                 finished_at="2026-11-25T12:00:00.009000Z",

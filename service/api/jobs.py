@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from service.api.deps import get_jobs
+from service.api.deps import get_access, get_jobs
 from service.api.family_routes import json_examples, with_family_signature
 from service.api.fit import FIT_ERRORS
 from service.api.job_examples import finished_job_example, queued_job_example
@@ -19,7 +19,7 @@ from service.api.views import RawJSONResponse, job_document, job_json
 from service.families.base import Family
 from service.families.registry import FAMILIES, KINDS, Job, JobPage
 from service.jobs.manager import JobManager
-from service.jobs.models import JobRecord, JobStatus
+from service.jobs.models import Access, JobRecord, JobStatus
 from service.jobs.store import JobFilter
 from service.schemas.common import FitOptions, Message
 from service.settings import Settings
@@ -36,12 +36,12 @@ def _accepted(record: JobRecord) -> RawJSONResponse:
 
 
 def _add_job_route(family: Family[Any, Any, Any]) -> None:
-    async def create_job(body: FitOptions, settings: Settings, jobs: JobManager) -> RawJSONResponse:
-        return _accepted(await start_job(family, body, settings, jobs))
+    async def create_job(body: FitOptions, settings: Settings, jobs: JobManager, access: Access) -> RawJSONResponse:
+        return _accepted(await start_job(family, body, settings, jobs, access))
 
     router.add_api_route(
         f"/{family.kind}",
-        with_family_signature(create_job, family),
+        with_family_signature(create_job, family, access=True),
         methods=["POST"],
         name=f"create_{family.kind}_job",
         status_code=202,
@@ -59,6 +59,7 @@ for _family in FAMILIES:
 @router.get("", response_model=JobPage, response_class=RawJSONResponse, summary="List recent jobs")
 async def list_jobs(
     jobs: Annotated[JobManager, Depends(get_jobs)],
+    access: Annotated[Access, Depends(get_access)],
     limit: Annotated[int, Query(ge=1, le=200, description="jobs per page")] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
@@ -66,7 +67,9 @@ async def list_jobs(
 ) -> RawJSONResponse:
     """Recent jobs, newest first, without their results (fetch a job for its result)."""
     # An empty cursor is what a client sends for "no cursor yet" (cursor=""): the first page.
-    records, next_cursor = await jobs.list(limit, cursor or None, JobFilter(status=status, kind=kind))
+    records, next_cursor = await jobs.list(
+        limit, cursor or None, JobFilter(status=status, kind=kind, owner=access.owner_filter)
+    )
     page = {"items": [job_document(r) for r in records], "next_cursor": next_cursor}
     return RawJSONResponse(orjson.dumps(page))
 
@@ -78,9 +81,11 @@ async def list_jobs(
     responses={200: {"content": json_examples(finished_job_example(FAMILIES))}, **NOT_FOUND},
     summary="Read a job",
 )
-async def read_job(job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)]) -> RawJSONResponse:
+async def read_job(
+    job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)], access: Annotated[Access, Depends(get_access)]
+) -> RawJSONResponse:
     """Status, progress, and the result once the job has succeeded."""
-    return RawJSONResponse(job_json(await jobs.get(job_id)))
+    return RawJSONResponse(job_json(await jobs.get(job_id, access)))
 
 
 @router.delete(
@@ -95,14 +100,18 @@ async def read_job(job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)]) 
     },
     summary="Cancel a job",
 )
-async def cancel_job(job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)]) -> RawJSONResponse:
+async def cancel_job(
+    job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)], access: Annotated[Access, Depends(get_access)]
+) -> RawJSONResponse:
     """Cancel a queued or running job (a running fit stops within about a second)."""
-    record, already = await jobs.cancel(job_id)
+    record, already = await jobs.cancel(job_id, access)
     return RawJSONResponse(job_json(record), status_code=200 if already else 202)
 
 
-async def _existing_job(job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)]) -> JobRecord:
-    return await jobs.get(job_id)
+async def _existing_job(
+    job_id: str, jobs: Annotated[JobManager, Depends(get_jobs)], access: Annotated[Access, Depends(get_access)]
+) -> JobRecord:
+    return await jobs.get(job_id, access)
 
 
 # Errors of the stream endpoint are JSON like everywhere else, not events: say so in the schema.

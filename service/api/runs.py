@@ -13,7 +13,7 @@ import anyio
 from service.em.errors import EMError
 from service.families.base import Family, FitTask
 from service.jobs.manager import JobManager, JobObserver
-from service.jobs.models import FitFailed, JobRecord, WorkItem, new_job_id
+from service.jobs.models import Access, FitFailed, JobRecord, WorkItem, new_job_id
 from service.schemas.common import FitOptions
 from service.settings import Settings
 
@@ -59,13 +59,12 @@ async def fit_now(
     A fit whose whole work is below ``settings.inline_fit_budget`` (a Do & Batzoglou fit is microseconds
     of arithmetic) is solved here, on the event loop: a worker round trip, a pickled task and a stored job
     would cost it many times its own work. Anything larger runs as a job in a worker process, with crash
-    isolation and a hard time limit. Inline fits are not stored: the response is their only record.
+    isolation and a hard time limit. Neither is stored: the response is a synchronous fit's only record.
     """
     task = await prepare(family, body, settings, settings.default_time_limit_s)
     if work_estimate(task) <= settings.inline_fit_budget:
         return _solve_inline(family, task, observer)
-    record = await jobs.submit(family.kind, work_item(family, task), family.summarise(body) | {"mode": "sync"},
-                               keep_events=False)  # fmt: skip
+    record = await jobs.submit(family.kind, work_item(family, task), family.summarise(body), ephemeral=True)
     record = await jobs.wait(record.id)
     if record.status == "succeeded" and record.result is not None:
         return record.result
@@ -87,7 +86,9 @@ def _solve_inline(family: Family[Any, Any, Any], task: FitTask, observer: JobObs
     return result
 
 
-async def start_job(family: Family[Any, Any, Any], body: FitOptions, settings: Settings, jobs: JobManager) -> JobRecord:
+async def start_job(
+    family: Family[Any, Any, Any], body: FitOptions, settings: Settings, jobs: JobManager, access: Access
+) -> JobRecord:
     """Queue a fit as a job (always on a worker: a job can be followed, cancelled and read back later)."""
     task = await prepare(family, body, settings, settings.default_job_time_limit_s)
-    return await jobs.submit(family.kind, work_item(family, task), family.summarise(body) | {"mode": "async"})
+    return await jobs.submit(family.kind, work_item(family, task), family.summarise(body), owner=access.tenant)

@@ -14,20 +14,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
 import anyio
 
 from service.jobs.models import (
+    EVERYONE,
     FINAL_STATUSES,
+    Access,
     JobAlreadyFinished,
     JobNotFound,
     JobRecord,
     JobStatus,
     QueueFull,
     Replay,
+    StorageError,
     WorkItem,
     new_job_id,
 )
@@ -37,7 +40,7 @@ from service.jobs.store import JobFilter, JobStore
 
 logger = logging.getLogger("service.jobs")
 
-_INLINE_WRITE_MAX = 64 * 1024  # bytes of result JSON
+_INLINE_WRITE_MAX = 64 * 1024  # bytes of result JSON: larger results are written from a thread
 
 
 @dataclass(frozen=True)
@@ -56,22 +59,31 @@ class JobEvent:
 class JobManager(Protocol):
     @property
     def ready(self) -> bool: ...
+    @property
+    def not_ready_reason(self) -> str | None: ...
     def stats(self) -> dict[str, int]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def submit(
-        self, kind: str, item: WorkItem, request: dict[str, Any], keep_events: bool = True
+        self,
+        kind: str,
+        item: WorkItem,
+        request: dict[str, Any],
+        *,
+        owner: str | None = None,
+        ephemeral: bool = False,
     ) -> JobRecord: ...
     async def wait(self, job_id: str) -> JobRecord: ...
-    async def get(self, job_id: str) -> JobRecord: ...
+    async def get(self, job_id: str, access: Access = EVERYONE) -> JobRecord: ...
     async def list(
         self, limit: int, cursor: str | None, where: JobFilter | None = None
     ) -> tuple[list[JobRecord], str | None]: ...
-    async def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
+    async def cancel(self, job_id: str, access: Access = EVERYONE) -> tuple[JobRecord, bool]:
         """Cancel a queued or running job; the flag says whether it was cancelled already."""
         ...
 
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]: ...
+    def store_size_bytes(self) -> int: ...
 
 
 class JobObserver(Protocol):
@@ -98,6 +110,8 @@ class JobLimits:
     time_limit_grace_s: float = 5.0
     replay_window_s: float = 60.0  # how long a finished job's live events stay in memory for late followers
     progress_write_interval_s: float = 1.0
+    store_max_bytes: int | None = None  # finished jobs are evicted, oldest first, past this size
+    storage_probe_interval_s: float = 5.0
 
 
 @dataclass(eq=False)
@@ -111,7 +125,10 @@ class _ActiveJob:
     cancel_requested_at: float | None = None
     timed_out: bool = False
     last_progress_write: float = 0.0
-    keep_events: bool = True
+    # A synchronous fit's job: its caller waits for the result, so it is neither stored nor kept for
+    # late followers (nothing else can see it).
+    ephemeral: bool = False
+    finishing: bool = False  # its result is being committed; it is shown finished only once stored
 
     def add_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
@@ -127,15 +144,29 @@ class LocalJobManager:
         self._ready = False
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._storage_error: str | None = None  # why the store refuses writes, while it does
+        self._store_bytes = 0
 
     # --- lifecycle ---
 
     @property
     def ready(self) -> bool:
-        return self._ready and self.pool.alive
+        return self._ready and self.pool.alive and self._storage_error is None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self._storage_error is not None:
+            return self._storage_error
+        if len(self._pending) >= self.limits.queue_size:
+            return "the job queue is full"
+        return None if self.ready else "the job runner is not up"
 
     def stats(self) -> dict[str, int]:
         return {"queued": len(self._pending), "busy_workers": self.pool.busy_count, "workers": self.limits.workers}
+
+    def store_size_bytes(self) -> int:
+        """The store's size as last measured (by the watchdog): cheap enough for every metrics scrape."""
+        return self._store_bytes
 
     async def start(self) -> None:
         now = time.time()
@@ -145,6 +176,7 @@ class LocalJobManager:
         if interrupted:
             logger.warning("marked %d job(s) interrupted by the previous shutdown as failed", interrupted)
         self.store.purge(now - self.limits.retention_s)
+        self._store_bytes = self.store.size_bytes()
         await anyio.to_thread.run_sync(self.pool.start, asyncio.get_running_loop())
         self._watchdog = asyncio.create_task(self._watch())
         self._ready = True
@@ -156,8 +188,9 @@ class LocalJobManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         # Jobs cannot outlive the process: fail them now, so nothing is left "running" in the store.
+        # A job whose result is being committed is left to finish (its write is awaited below).
         for active in list(self._active.values()):
-            if not active.record.finished:
+            if not active.record.finished and not active.finishing:
                 self._finish(
                     active,
                     "failed",
@@ -173,14 +206,32 @@ class LocalJobManager:
 
     # --- the interface ---
 
-    async def submit(self, kind: str, item: WorkItem, request: dict[str, Any], keep_events: bool = True) -> JobRecord:
-        """Queue a job. ``keep_events=False`` (a synchronous fit, whose caller waits for the result) drops
-        the job from memory as soon as it ends, instead of keeping its live events for late followers."""
+    async def submit(
+        self,
+        kind: str,
+        item: WorkItem,
+        request: dict[str, Any],
+        *,
+        owner: str | None = None,
+        ephemeral: bool = False,
+    ) -> JobRecord:
+        """Queue a job, stored before this returns (a StorageError if the store refuses it).
+
+        ``ephemeral`` (a synchronous fit, whose caller waits for the result) is never stored and is dropped
+        from memory as soon as it ends.
+        """
         if len(self._pending) >= self.limits.queue_size:
             raise QueueFull(self.limits.queue_size, retry_after_s=max(1, len(self._pending) // self.limits.workers))
-        record = JobRecord(id=new_job_id(), kind=kind, status="queued", created_at=time.time(), request=request)
-        self.store.insert(record)
-        self._active[record.id] = _ActiveJob(record, item, item.time_limit_s, keep_events=keep_events)
+        record = JobRecord(
+            id=new_job_id(), kind=kind, status="queued", created_at=time.time(), request=request, owner=owner
+        )
+        if not ephemeral:
+            try:
+                self.store.insert(record)
+            except StorageError as exc:
+                self._storage_error = str(exc)
+                raise
+        self._active[record.id] = _ActiveJob(record, item, item.time_limit_s, ephemeral=ephemeral)
         self._pending.append(record.id)
         self._dispatch()
         return record
@@ -192,12 +243,11 @@ class LocalJobManager:
         await active.done.wait()
         return active.record
 
-    async def get(self, job_id: str) -> JobRecord:
+    async def get(self, job_id: str, access: Access = EVERYONE) -> JobRecord:
+        """The job, if ``access`` may see it: another tenant's job is as unknown as a missing one."""
         active = self._active.get(job_id)
-        if active is not None:
-            return active.record
-        record = await anyio.to_thread.run_sync(self.store.get, job_id)
-        if record is None:
+        record = active.record if active is not None else await anyio.to_thread.run_sync(self.store.get, job_id)
+        if record is None or not access.may_see(record):
             raise JobNotFound(job_id)
         return record
 
@@ -209,11 +259,13 @@ class LocalJobManager:
         fresh = [self._active[r.id].record if r.id in self._active else r for r in records]
         return [_without_result(r) for r in fresh], next_cursor
 
-    async def cancel(self, job_id: str) -> tuple[JobRecord, bool]:
+    async def cancel(self, job_id: str, access: Access = EVERYONE) -> tuple[JobRecord, bool]:
+        record = await self.get(job_id, access)
         active = self._active.get(job_id)
-        record = active.record if active is not None else await self.get(job_id)
         if record.status == "cancelled":
             return record, True
+        if active is not None and active.finishing:
+            raise JobAlreadyFinished(job_id, "finished")  # its result is being stored: too late to cancel
         if record.finished or active is None:
             raise JobAlreadyFinished(job_id, record.status)
         if job_id in self._pending:
@@ -264,9 +316,16 @@ class LocalJobManager:
                 case Started(job_id=job_id, at=at):
                     active.record.status = "running"
                     active.record.started_at = at
-                    self.store.mark_running(job_id, at)
+                    if not active.ephemeral:
+                        self._write(self.store.mark_running, job_id, at)
                 case Progress(events=events):
                     self._on_progress(active, events)
+                case Finished(status="succeeded", result=bytes() as result, replay=replay) if (
+                    not active.ephemeral and len(result) > _INLINE_WRITE_MAX
+                ):
+                    # Shown succeeded only once committed: until then it reads "running".
+                    active.finishing = True
+                    self._spawn(self._finish_large(active, result, replay))
                 case Finished(status=status, result=result, error=error, replay=replay):
                     self._finish(active, status, result=result, error=error, replay=replay)
                 case Died(exitcode=exitcode):
@@ -284,9 +343,9 @@ class LocalJobManager:
             "log_likelihood": last.log_likelihood,
         }
         now = time.monotonic()
-        if now - active.last_progress_write >= self.limits.progress_write_interval_s:
+        if not active.ephemeral and now - active.last_progress_write >= self.limits.progress_write_interval_s:
             active.last_progress_write = now
-            self.store.update_progress(active.record.id, active.record.progress)
+            self._write(self.store.update_progress, active.record.id, active.record.progress)
         self._notify(active)
 
     def _on_worker_died(self, active: _ActiveJob, exitcode: int | None) -> None:
@@ -321,28 +380,58 @@ class LocalJobManager:
         error: dict[str, str] | None = None,
         replay: Replay | None = None,
     ) -> None:
+        """Commit the job's end (a small write, done here), then show it."""
+        ended = _ended(active.record, status, result, error, replay)
+        self._show_end(active, ended if active.ephemeral else self._store_end(ended))
+
+    async def _finish_large(self, active: _ActiveJob, result: bytes, replay: Replay | None) -> None:
+        ended = _ended(active.record, "succeeded", result, None, replay)
+        self._show_end(active, await anyio.to_thread.run_sync(self._store_end, ended))
+
+    def _store_end(self, ended: JobRecord) -> JobRecord:
+        """Commit ``ended``; if the store refuses it, commit (and return) the job failed for that reason.
+
+        So "succeeded" is never shown for a result that is not stored, and GET, listings and the final
+        event all tell the same status.
+        """
+        try:
+            self.store.finish(ended)
+            self._storage_error = None
+            return ended
+        except StorageError as exc:
+            logger.error("could not store the end of job %s: %s", ended.id, exc)
+            failed = _ended(ended, "failed", None, {"type": exc.error_type, "message": str(exc)}, None)
+            if exc.error_type == "storage" or not self._write(self.store.finish, failed):
+                self._storage_error = str(exc)
+            return failed
+
+    def _show_end(self, active: _ActiveJob, ended: JobRecord) -> None:
         record = active.record
-        record.status, record.finished_at = status, time.time()
-        record.result = result if status == "succeeded" else None
-        record.replay = replay if status == "succeeded" else None
-        record.error = error
+        record.status, record.finished_at = ended.status, ended.finished_at
+        record.result, record.error, record.replay = ended.result, ended.error, ended.replay
         active.item = None
-        active.add_event(status)
+        active.finishing = False
+        active.add_event(record.status)
         active.done.set()
-        self.observer.job_finished(record.kind, status)
+        self.observer.job_finished(record.kind, record.status)
         self._notify(active)
-        # A large result is written from a thread (readers are served from memory meanwhile); a small one
-        # is written here, which costs less than the hop to a thread.
-        if record.result is not None and len(record.result) > _INLINE_WRITE_MAX:
-            self._spawn(anyio.to_thread.run_sync(self.store.finish, record))
-        else:
-            self.store.finish(record)
         # Held events are many small objects; at a hundred fits a second, keeping those no follower needs
         # made the garbage collector pause for 100 ms. Waiters and open streams keep their own reference.
-        if active.keep_events:
-            asyncio.get_running_loop().call_later(self.limits.replay_window_s, self._active.pop, record.id, None)
-        else:
+        if active.ephemeral:
             self._active.pop(record.id, None)
+        else:
+            asyncio.get_running_loop().call_later(self.limits.replay_window_s, self._active.pop, record.id, None)
+
+    def _write(self, write: Any, *args: Any) -> bool:
+        """A store write whose loss is tolerable (progress, "running"); a refused one marks the store
+        unhealthy (``/readyz`` answers 503 until a probe write succeeds)."""
+        try:
+            write(*args)
+        except StorageError as exc:
+            logger.error("job store write failed: %s", exc)
+            self._storage_error = str(exc)
+            return False
+        return True
 
     # --- scheduling ---
 
@@ -356,7 +445,7 @@ class LocalJobManager:
 
     async def _watch(self) -> None:
         """Kill workers that ignore a cancel or overrun their time limit; purge expired jobs hourly."""
-        last_purge = time.monotonic()
+        last_purge = last_housekeeping = time.monotonic()
         while True:
             await asyncio.sleep(0.2)
             now = time.monotonic()
@@ -374,6 +463,22 @@ class LocalJobManager:
             if now - last_purge > 3600:
                 last_purge = now
                 await anyio.to_thread.run_sync(self.store.purge, time.time() - self.limits.retention_s)
+            if now - last_housekeeping > self.limits.storage_probe_interval_s:
+                last_housekeeping = now
+                await self._keep_store()
+
+    async def _keep_store(self) -> None:
+        """Measure the store, evict past its cap, and learn whether a store that refused writes takes them again."""
+        try:
+            if self.limits.store_max_bytes is not None:
+                await anyio.to_thread.run_sync(self.store.evict_oldest, self.limits.store_max_bytes)
+            if self._storage_error is not None:
+                await anyio.to_thread.run_sync(self.store.probe)
+                logger.warning("the job store takes writes again")
+                self._storage_error = None
+            self._store_bytes = await anyio.to_thread.run_sync(self.store.size_bytes)
+        except StorageError as exc:
+            self._storage_error = str(exc)
 
     def _overran(self, active: _ActiveJob) -> bool:
         started = active.record.started_at
@@ -390,6 +495,21 @@ class LocalJobManager:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _ended(
+    record: JobRecord, status: JobStatus, result: bytes | None, error: dict[str, str] | None, replay: Replay | None
+) -> JobRecord:
+    """``record`` as it ends: a copy, so the live record changes only once the end is stored."""
+    succeeded = status == "succeeded"
+    return replace(
+        record,
+        status=status,
+        finished_at=time.time(),
+        result=result if succeeded else None,
+        replay=replay if succeeded else None,
+        error=error,
+    )
 
 
 def _has_more(active: _ActiveJob, seen: int) -> bool:

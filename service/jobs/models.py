@@ -31,10 +31,30 @@ class JobRecord:
     result: bytes | None = None  # the rendered result JSON, stored as served
     error: dict[str, str] | None = None
     replay: Replay | None = None  # the events a late follower is sent (succeeded jobs)
+    owner: str | None = None  # the tenant (API key) that made it; None on a service without keys
 
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who is asking: a tenant (one per API key; None on a service without keys) and whether it is an admin."""
+
+    tenant: str | None = None
+    admin: bool = False
+
+    def may_see(self, record: JobRecord) -> bool:
+        return self.admin or self.tenant is None or record.owner == self.tenant
+
+    @property
+    def owner_filter(self) -> str | None:
+        """The owner a listing is limited to (None: everything)."""
+        return None if self.admin else self.tenant
+
+
+EVERYONE = Access()
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,30 @@ class QueueFull(JobError):
     def __init__(self, capacity: int, retry_after_s: int) -> None:
         super().__init__(f"the job queue is full ({capacity} waiting); retry in about {retry_after_s} s")
         self.retry_after_s = retry_after_s
+
+
+class StorageError(JobError):
+    """The store could not take a write; ``error_type`` is what a job that hit it reports."""
+
+    error_type = "storage"
+
+
+class StorageFull(StorageError):
+    """The disk (or the store's size cap) is full: retry once space is freed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the job store is full ({detail}); retry later")
+        self.retry_after_s = 30
+
+
+class ResultTooLarge(StorageError):
+    error_type = "result_too_large"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the result is too large to store ({detail}); ask for less (return_responsibilities false, "
+            "trace 'loglik' or 'none') or fit fewer points"
+        )
 
 
 class FitFailed(JobError):

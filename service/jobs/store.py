@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.jobs.models import JobRecord, JobStatus, Replay
+from service.jobs.models import JobRecord, JobStatus, Replay, ResultTooLarge, StorageError, StorageFull
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class JobFilter:
 
     status: JobStatus | None = None
     kind: str | None = None
+    owner: str | None = None  # only this tenant's jobs
 
 
 class JobStore(Protocol):
@@ -38,6 +39,9 @@ class JobStore(Protocol):
     def finish(self, record: JobRecord) -> None: ...
     def fail_unfinished(self, message: str, now: float) -> int: ...
     def purge(self, finished_before: float) -> int: ...
+    def size_bytes(self) -> int: ...
+    def evict_oldest(self, max_bytes: int) -> int: ...
+    def probe(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -61,16 +65,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress    TEXT,
     result      BLOB,
     error       TEXT,
-    replay      TEXT
+    replay      TEXT,
+    owner       TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 """
 
-_COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay"
+_COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay, owner"
 
 # Columns added after the first release, for stores created before them: (name, declaration).
-_ADDED_COLUMNS = (("replay", "TEXT"),)
+_ADDED_COLUMNS = (("replay", "TEXT"), ("owner", "TEXT"))
+
+# SQLite's own limit on one value (SQLITE_MAX_LENGTH); a larger result cannot be stored in a row.
+_MAX_VALUE_BYTES = 1_000_000_000
 
 
 class SQLiteJobStore:
@@ -80,7 +88,7 @@ class SQLiteJobStore:
     running as failed, which would be wrong if another live process were running them.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, max_value_bytes: int = _MAX_VALUE_BYTES) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(data_dir / "jobs.lock", "w")  # noqa: SIM115 - held for the store's lifetime
         try:
@@ -92,6 +100,11 @@ class SQLiteJobStore:
             ) from None
         self.path = data_dir / "jobs.sqlite3"
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_value_bytes)
+        self.max_value_bytes = max_value_bytes
+        # Pages freed by retention and eviction go back to the file system (a new store only: the mode is
+        # fixed when the first table is made).
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._db.executescript(_SCHEMA)
@@ -103,11 +116,21 @@ class SQLiteJobStore:
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._mutex:
-            return self._db.execute(sql, params)
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.DataError as exc:  # a value over SQLite's limits
+                raise ResultTooLarge(str(exc)) from exc
+            except sqlite3.OperationalError as exc:
+                primary = exc.sqlite_errorcode & 0xFF  # extended codes (SQLITE_IOERR_WRITE, ...) carry it
+                if primary == sqlite3.SQLITE_FULL:
+                    raise StorageFull(str(exc)) from exc
+                if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+                    raise StorageError(f"the job store cannot be written ({exc})") from exc
+                raise
 
     def insert(self, record: JobRecord) -> None:
         self._execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.kind,
@@ -120,6 +143,7 @@ class SQLiteJobStore:
                 record.result,
                 _dump(record.error),
                 _dump_replay(record.replay),
+                record.owner,
             ),
         )
 
@@ -144,6 +168,9 @@ class SQLiteJobStore:
         if where is not None and where.kind is not None:
             conditions.append("kind = ?")
             params.append(where.kind)
+        if where is not None and where.owner is not None:
+            conditions.append("owner = ?")
+            params.append(where.owner)
         clause = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         rows = self._execute(
             f"SELECT {columns} FROM jobs {clause}ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit + 1)
@@ -162,6 +189,9 @@ class SQLiteJobStore:
         self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
 
     def finish(self, record: JobRecord) -> None:
+        """Commit a job's end; when this returns, the result survives a crash of the process."""
+        if record.result is not None and len(record.result) > self.max_value_bytes:
+            raise ResultTooLarge(f"{len(record.result)} bytes, over the store's {self.max_value_bytes}")
         self._execute(
             "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ?, "
             "replay = ? WHERE id = ?",
@@ -188,7 +218,35 @@ class SQLiteJobStore:
 
     def purge(self, finished_before: float) -> int:
         cursor = self._execute("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (finished_before,))
+        self._execute("PRAGMA incremental_vacuum")
         return cursor.rowcount
+
+    def size_bytes(self) -> int:
+        """Bytes of the store's live pages (what retention and the size cap act on)."""
+        page_size = self._execute("PRAGMA page_size").fetchone()[0]
+        pages = self._execute("PRAGMA page_count").fetchone()[0]
+        free = self._execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def evict_oldest(self, max_bytes: int) -> int:
+        """Delete the oldest finished jobs until the store is at most ``max_bytes``; how many went."""
+        evicted = 0
+        while self.size_bytes() > max_bytes:
+            cursor = self._execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL "
+                "ORDER BY finished_at ASC LIMIT 16)"
+            )
+            if cursor.rowcount == 0:
+                break  # only queued or running jobs left: they are never evicted
+            evicted += cursor.rowcount
+        if evicted:
+            self._execute("PRAGMA incremental_vacuum")
+        return evicted
+
+    def probe(self) -> None:
+        """A tiny write, to learn whether the store takes writes again (raises a StorageError if not)."""
+        version = self._execute("PRAGMA user_version").fetchone()[0]
+        self._execute(f"PRAGMA user_version = {(int(version) + 1) % 2**31}")
 
     def close(self) -> None:
         with self._mutex:
@@ -210,7 +268,7 @@ def _dump_replay(replay: Replay | None) -> str | None:
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay = row
+    job_id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay, owner = row
     status_value: JobStatus = status
     return JobRecord(
         id=job_id,
@@ -224,6 +282,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         result=result,
         error=_load(error),
         replay=None if replay is None else Replay.from_dict(json.loads(replay)),
+        owner=owner,
     )
 
 

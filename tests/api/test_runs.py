@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.runs import work_estimate
+from service.families import coins
 from service.main import create_app
+from service.schemas.coins import CoinFitRequest
 from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
+from tests.jobs.helpers import wait_until
 
 TIMINGS = {"job_id", "elapsed_ms"}
 GAUSSIAN_BODY = {"points": [[0, 0], [0.2, 0.1], [0.1, 0.3], [5, 5], [5.2, 4.9], [4.8, 5.1]], "seed": 3, "n_init": 2}
@@ -32,20 +36,29 @@ def test_inline_and_worker_fits_give_the_same_answer(client, worker_only, path, 
     assert _strip(inline.json()) == _strip(on_worker.json())
 
 
-def test_a_tiny_sync_fit_is_not_stored_and_a_large_one_is(client, worker_only):
-    inline = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
-    assert client.get(f"/v1/jobs/{inline.json()['job_id']}").status_code == 404
-    assert client.get("/v1/jobs").json()["items"] == []
-    stored = worker_only.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
-    job = worker_only.get(f"/v1/jobs/{stored.json()['job_id']}").json()
-    assert job["status"] == "succeeded" and job["request"]["mode"] == "sync"
+def test_sync_fits_are_not_stored_as_jobs(client, worker_only):
+    # The response is a synchronous fit's only record, inline or on a worker: the store does not grow with them.
+    for app in (client, worker_only):
+        response = app.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
+        assert response.status_code == 200
+        assert app.get(f"/v1/jobs/{response.json()['job_id']}").status_code == 404
+        assert app.get("/v1/jobs").json()["items"] == []
 
 
-def test_a_fit_whose_work_could_be_large_goes_to_a_worker(client):
+def test_only_fits_whose_whole_work_is_tiny_run_inline(client):
+    settings = Settings.model_construct()
+
+    def task(body):
+        request = CoinFitRequest.model_validate(body)
+        return coins.make_task(request, settings, settings.default_time_limit_s)
+
+    assert work_estimate(task({"sequences": DO_BATZOGLOU})) <= settings.inline_fit_budget
     # Same tiny data, but max_iter x n_init puts its worst case over the inline budget.
+    assert work_estimate(task({"sequences": DO_BATZOGLOU, "max_iter": 10_000})) > settings.inline_fit_budget
+    assert work_estimate(task({"sequences": DO_BATZOGLOU, "n_init": 50})) > settings.inline_fit_budget
+    assert work_estimate(task({"counts": [{"heads": 5, "tails": 5}] * 5000})) > settings.inline_fit_budget
     response = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU, "max_iter": 10_000, "tol": 0})
     assert response.status_code == 200 and response.json()["n_iter"] == 10_000
-    assert client.get(f"/v1/jobs/{response.json()['job_id']}").json()["request"]["mode"] == "sync"
 
 
 def test_inline_fits_are_counted_in_the_metrics(client):
@@ -67,8 +80,9 @@ def test_a_default_above_the_servers_cap_is_clamped_not_refused(tmp_path):
     with TestClient(create_app(settings)) as client:
         response = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU, "tol": 0})
         assert response.status_code == 200 and response.json()["n_iter"] == 5
-        job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()
-        assert job["request"]["max_iter"] == 100  # the request as sent; the fit ran with the cap
+        job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU, "tol": 0}).json()
+        done = wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["result"])
+        assert done["n_iter"] == 5
         asked = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU, "max_iter": 6})
         assert asked.status_code == 422 and "at most 5" in asked.json()["detail"][0]["msg"]
         assert asked.json()["detail"][0]["type"] == "value_error.limit"
