@@ -40,11 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        memory_mb = settings.worker_memory_limit_mb
         limits = JobLimits(
             workers=settings.workers,
             queue_size=settings.queue_size,
             retention_s=settings.job_retention_s,
-            store_max_bytes=None if settings.store_max_mb is None else settings.store_max_mb * 1024 * 1024,
+            store_max_bytes=None if settings.store_max_mb is None else settings.store_max_mb * 2**20,
+            worker_memory_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
         manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
         await manager.start()

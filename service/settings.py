@@ -27,6 +27,16 @@ class Settings(BaseSettings):
         200_000_000, ge=1, description="most points x dimensions x components in one fit (memory and time)"
     )
 
+    max_result_mb: int = Field(
+        256, ge=1, description="largest result a fit may produce (estimated before it runs; 422 above it)"
+    )
+    worker_memory_mb: int | None = Field(
+        None,
+        ge=64,
+        description="memory limit of each fit worker process (RLIMIT_DATA); a fit estimated to need more is a "
+        "422, one that grows past it fails with error.type memory_limit. Default: 80% of the machine's memory "
+        "shared among the workers",
+    )
     inline_fit_budget: int = Field(
         500_000,
         ge=0,
@@ -49,14 +59,39 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated keys; when set, /v1/* needs one (health stays open)"
     )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated keys that are valid keys too and may see every tenant's jobs",
+    )
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1, description="larger request bodies get 413")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request headers larger in all (names and values) get 431"
+    )
+    max_headers: int = Field(100, ge=1, description="requests with more headers get 431")
+    body_offload_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="JSON bodies at least this large are parsed and validated in a helper process, so the event "
+        "loop keeps answering meanwhile (0: never)",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS ('*' for any)"
     )
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @property
+    def worker_memory_limit_mb(self) -> int | None:
+        """``worker_memory_mb``, or its default from this machine's memory (None where that cannot be read)."""
+        if self.worker_memory_mb is not None:
+            return self.worker_memory_mb
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+        return max(256, int(0.8 * total / 2**20 / self.workers))
+
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

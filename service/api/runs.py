@@ -12,6 +12,7 @@ import anyio
 
 from service.em.errors import EMError
 from service.families.base import Family, FitTask
+from service.families.limits import check_footprint
 from service.jobs.manager import JobManager, JobObserver
 from service.jobs.models import Access, FitFailed, JobRecord, WorkItem, new_job_id
 from service.schemas.common import FitOptions
@@ -35,6 +36,7 @@ async def prepare(
 ) -> FitTask:
     """The task of a request, with the server's caps and the family's cheap checks applied (a 422 otherwise)."""
     task: FitTask = family.make_task(body, settings, default_time_limit_s)
+    check_footprint(task.footprint, settings)
     if task.work_per_iteration <= _INLINE_CHECK_MAX:
         family.check(task)
     else:

@@ -5,6 +5,7 @@ Every model goes through :func:`run_em`; a model only supplies the small hooks o
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,7 +154,9 @@ class Hooks:
 def start_seeds(seed: int | None, n_init: int) -> list[int]:
     """The seed of every start: the first is ``seed`` itself, so ``n_init=1, seed=s`` replays that start."""
     if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+        seed = secrets.randbits(32)  # fresh entropy in a microsecond; a SeedSequence takes twenty
+    if n_init == 1:
+        return [seed]  # small sync fits are a handful of iterations: spare them the derivation below
     derived = np.random.SeedSequence(seed).generate_state(max(n_init - 1, 0), dtype=np.uint32)
     return [seed, *(int(s) % _SEED_BOUND for s in derived)]
 
@@ -183,11 +186,21 @@ def run_em(
             break
         params = model.initialize(np.random.default_rng(seed))
         runs.append(_run_start(model, options, hooks, index, seed, params, deadline))
+        _forget_traces_of_beaten_starts(runs)
         if runs[-1].stop_reason in ("cancelled", "time_limit"):
             break
 
     best = max(runs, key=lambda run: run.log_likelihood)  # first of equals wins: max() keeps it
     return _outcome(model, options, best, runs, time.monotonic() - started)
+
+
+def _forget_traces_of_beaten_starts(runs: list[_StartRun[ParamsT]]) -> None:
+    """Only the returned start's trace is reported: drop the others' as soon as they are beaten, so a
+    ``trace: "params"`` fit holds one start's snapshots, not ``n_init`` of them."""
+    best = max(runs, key=lambda run: run.log_likelihood)
+    for run in runs:
+        if run is not best:
+            run.trace, run.trace_params = [], []
 
 
 def _run_start(

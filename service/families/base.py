@@ -14,6 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from service.em.loop import EMOptions, FitOutcome, Hooks
+from service.families.limits import Footprint
 from service.schemas.common import FitOptions
 from service.settings import Settings
 
@@ -31,6 +32,11 @@ class FitTask(Protocol):
     @property
     def work_per_iteration(self) -> int:
         """Observations x components: what one E-step costs, up to a constant (for the inline fast path)."""
+        ...
+
+    @property
+    def footprint(self) -> Footprint:
+        """The memory and result size the fit will need at most (checked against the server's limits)."""
         ...
 
 

@@ -12,7 +12,7 @@ from service.em.coins import CoinMixture, CoinParams, check_weights, parse_seque
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family
-from service.families.limits import check_size, em_options
+from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps
 from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult
 from service.schemas.results import load_result_examples
@@ -34,6 +34,18 @@ class CoinTask:
     @property
     def work_per_iteration(self) -> int:
         return int(self.heads.size) * self.n_coins
+
+    @property
+    def footprint(self) -> Footprint:
+        n, K, options = int(self.heads.size), self.n_coins, self.options
+        n_params = 2 * K
+        kept = options.max_iter if options.trace != "none" else 0
+        return Footprint(
+            arrays_bytes=8 * (3 * n + 4 * n * K),  # counts; joint, responsibilities and temporaries
+            trace_numbers=options.max_iter * n_params if options.trace == "params" else 0,
+            result_numbers=n_params + n * K,
+            trace_entries=kept,
+        )
 
 
 @dataclass

@@ -12,7 +12,7 @@ from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family
-from service.families.limits import check_size, em_options
+from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps
 from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult
 from service.schemas.results import load_result_examples
@@ -41,6 +41,21 @@ class GaussianTask:
         n, d = self.X.shape
         return int(n * self.n_components * d * (d if self.covariance_type in ("full", "tied") else 1))
 
+    @property
+    def footprint(self) -> Footprint:
+        n, d = self.X.shape
+        K, options = self.n_components, self.options
+        n_params = K + K * d + _covariance_numbers(self.covariance_type, K, d) + (K if d == 1 else 0)
+        per_point = (1 if self.return_labels else 0) + (K if self.return_responsibilities else 0)
+        return Footprint(
+            # the points, their centred (and float32) working copies; log-responsibilities, responsibilities
+            # and the chunked pass's temporaries
+            arrays_bytes=8 * (3 * n * d + 3 * n * K),
+            trace_numbers=options.max_iter * n_params if options.trace == "params" else 0,
+            result_numbers=n_params + n * per_point,
+            trace_entries=options.max_iter if options.trace != "none" else 0,
+        )
+
 
 @dataclass
 class GaussianSolution:
@@ -52,6 +67,10 @@ class GaussianSolution:
     n_parameters: int
     labels: NDArray[np.intp] | None
     responsibilities: FloatArray | None
+
+
+def _covariance_numbers(covariance_type: CovarianceType, K: int, d: int) -> int:
+    return {"full": K * d * d, "diag": K * d, "spherical": K, "tied": d * d}[covariance_type]
 
 
 def make_task(request: GaussianFitRequest, settings: Settings, default_time_limit_s: float) -> GaussianTask:

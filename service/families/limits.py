@@ -7,6 +7,8 @@ a client that did not ask for a value must not be refused for it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from service.em.errors import EMError
 from service.em.loop import EMOptions
 from service.schemas.common import FitOptions
@@ -71,4 +73,59 @@ def check_size(
     if cells > settings.max_cells:
         raise LimitExceeded(
             f"points x dimensions x components is {cells}; this server allows at most {settings.max_cells}", field
+        )
+
+
+# Bytes a number costs on its way out: ~20 characters of JSON, and a Python float in a list (32 bytes) while the
+# result is built. Rough on purpose: the estimates only have to tell a fit that fits from one that cannot.
+_JSON_BYTES_PER_NUMBER = 20
+_PYTHON_BYTES_PER_NUMBER = 32
+_FIXED_RESULT_BYTES = 4096
+_TRACE_ENTRY_BYTES = 100  # {"iteration", "log_likelihood", "delta"}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a fit will need at most, estimated before it runs.
+
+    ``arrays_bytes``: what the solver holds (data, working copies, n x K arrays); ``trace_numbers``: numbers
+    kept per iteration for ``trace: "params"`` times ``max_iter``; ``result_numbers``: numbers in the result
+    besides the trace (parameters, responsibilities, labels).
+    """
+
+    arrays_bytes: int
+    trace_numbers: int
+    result_numbers: int
+    trace_entries: int
+
+    @property
+    def result_bytes(self) -> int:
+        numbers = self.trace_numbers + self.result_numbers
+        return _FIXED_RESULT_BYTES + self.trace_entries * _TRACE_ENTRY_BYTES + numbers * _JSON_BYTES_PER_NUMBER
+
+    @property
+    def peak_bytes(self) -> int:
+        """Arrays, the trace's snapshots (8 bytes a number), then the result built as Python lists and JSON."""
+        numbers = self.trace_numbers + self.result_numbers
+        return self.arrays_bytes + self.trace_numbers * 8 + numbers * _PYTHON_BYTES_PER_NUMBER + self.result_bytes
+
+
+def check_footprint(footprint: Footprint, settings: Settings) -> None:
+    """Refuse, before it runs, a fit whose result or memory would exceed the server's limits (a 422 naming why)."""
+    result_mb = footprint.result_bytes / 2**20
+    if result_mb > settings.max_result_mb:
+        field = "trace" if footprint.trace_numbers * 2 > footprint.result_numbers else "return_responsibilities"
+        raise LimitExceeded(
+            f"the result would be about {result_mb:.0f} MB; this server answers at most {settings.max_result_mb} MB "
+            "(ask for less: trace 'loglik' or 'none', fewer iterations, return_responsibilities false, or fewer "
+            "points or components)",
+            field,
+        )
+    limit_mb = settings.worker_memory_limit_mb
+    peak_mb = footprint.peak_bytes / 2**20
+    if limit_mb is not None and peak_mb > limit_mb:
+        raise LimitExceeded(
+            f"the fit would need about {peak_mb:.0f} MB of memory; a fit worker has {limit_mb} MB "
+            "(fit fewer points or components, or keep less: trace 'loglik', return_responsibilities false)",
+            "points",
         )

@@ -111,6 +111,7 @@ class JobLimits:
     replay_window_s: float = 60.0  # how long a finished job's live events stay in memory for late followers
     progress_write_interval_s: float = 1.0
     store_max_bytes: int | None = None  # finished jobs are evicted, oldest first, past this size
+    worker_memory_bytes: int | None = None  # each worker's RLIMIT_DATA
     storage_probe_interval_s: float = 5.0
 
 
@@ -138,7 +139,7 @@ class LocalJobManager:
     def __init__(self, store: JobStore, limits: JobLimits, observer: JobObserver | None = None) -> None:
         self.store, self.limits = store, limits
         self.observer: JobObserver = observer or _Unobserved()
-        self.pool = WorkerPool(limits.workers, self._on_message)
+        self.pool = WorkerPool(limits.workers, self._on_message, limits.worker_memory_bytes)
         self._active: dict[str, _ActiveJob] = {}
         self._pending: deque[str] = deque()
         self._ready = False

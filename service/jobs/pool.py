@@ -36,6 +36,7 @@ class _Worker:
     cancel_seq: Any  # shared int: the sequence number of the job to cancel
     job_id: str | None = None
     seq: int = 0
+    retiring: bool = False  # said it will exit: runs no more jobs, and is replaced when it has gone
 
 
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -63,8 +64,11 @@ def _context() -> multiprocessing.context.ForkServerContext:
 
 
 class WorkerPool:
-    def __init__(self, size: int, on_message: Callable[[PoolMessage], None]) -> None:
+    def __init__(
+        self, size: int, on_message: Callable[[PoolMessage], None], memory_limit_bytes: int | None = None
+    ) -> None:
         self.size = size
+        self.memory_limit_bytes = memory_limit_bytes
         self._on_message = on_message
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()  # guards the list the reader thread walks
@@ -112,14 +116,14 @@ class WorkerPool:
 
     @property
     def idle_count(self) -> int:
-        return sum(1 for w in self._workers if w.job_id is None)
+        return sum(1 for w in self._workers if w.job_id is None and not w.retiring)
 
     @property
     def busy_count(self) -> int:
-        return len(self._workers) - self.idle_count
+        return sum(1 for w in self._workers if w.job_id is not None)
 
     def run(self, job_id: str, item: WorkItem) -> None:
-        worker = next(w for w in self._workers if w.job_id is None)
+        worker = next(w for w in self._workers if w.job_id is None and not w.retiring)
         worker.seq += 1
         worker.job_id = job_id
         assert self._loop is not None
@@ -150,7 +154,7 @@ class WorkerPool:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         cancel_seq = self._context.RawValue("q", -1)
         process = self._context.Process(
-            target=worker_main, args=(child_conn, cancel_seq), name="em-worker", daemon=True
+            target=worker_main, args=(child_conn, cancel_seq, self.memory_limit_bytes), name="em-worker", daemon=True
         )
         process.start()
         child_conn.close()
@@ -190,6 +194,7 @@ class WorkerPool:
     def _on_worker_message(self, worker: _Worker, message: WorkerMessage) -> None:
         if isinstance(message, Finished) and worker.job_id == message.job_id:
             worker.job_id = None
+            worker.retiring = message.worker_exits
         self._on_message(message)
 
     def _on_death(self, worker: _Worker) -> None:

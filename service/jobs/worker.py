@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import time
 from multiprocessing.connection import Connection
@@ -68,8 +69,13 @@ def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
     except EMError as exc:
         conn.send(Finished(job_id, "failed", error=invalid_request(exc)))
     except MemoryError:
-        error = {"type": "out_of_memory", "message": "the fit needed more memory than it could get; use fewer points"}
-        conn.send(Finished(job_id, "failed", error=error))
+        error = {
+            "type": "memory_limit",
+            "message": "the fit needed more memory than a fit worker may use; fit fewer points or components, "
+            "or keep less (trace 'loglik', return_responsibilities false)",
+        }
+        conn.send(Finished(job_id, "failed", error=error, worker_exits=True))
+        raise  # the worker exits and is replaced: what the fit took goes back to the system
     except Exception:
         logger.exception("job %s failed", job_id)
         error = {"type": "internal_error", "message": "the fit failed unexpectedly; the error was logged"}
@@ -81,9 +87,17 @@ def invalid_request(exc: EMError) -> dict[str, str]:
     return {"type": "invalid_request", "message": exc.message, "field": exc.field or ""}
 
 
-def worker_main(conn: Connection, cancel_seq: Any) -> None:
+def limit_memory(limit_bytes: int | None) -> None:
+    """Cap this process's data segment (heap and private mappings: every numpy array), so a runaway fit
+    fails with MemoryError here instead of pushing the host into its OOM killer."""
+    if limit_bytes is not None:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+
+def worker_main(conn: Connection, cancel_seq: Any, memory_limit_bytes: int | None = None) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_memory(memory_limit_bytes)
     # Fits are batch work: when the cores are saturated the event loop (health checks, new requests,
     # streams) should be scheduled first, and a lower priority costs a lone fit nothing.
     os.nice(_WORKER_NICENESS)
@@ -94,4 +108,7 @@ def worker_main(conn: Connection, cancel_seq: Any) -> None:
             return
         if message is None:
             return
-        run_job(conn, message, cancel_seq)
+        try:
+            run_job(conn, message, cancel_seq)
+        except MemoryError:
+            return
