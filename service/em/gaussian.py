@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings as pywarnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,18 +18,23 @@ from scipy import linalg
 from scipy.cluster.vq import kmeans2
 
 from service.em.coins import check_weights
-from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.gaussian_checks import (
+    MAX_SPREAD,
+    CovarianceType,
+    InitMethod,
+    WorkingDtype,
+    check_enough_distinct_points,
+    check_options,
+    check_spread,
+    not_positive_definite,
+    shape_covariances,
+    shape_means,
+    variance_floor,
+)
 from service.em.gaussian_pass import Components, Design, Moments
 from service.em.seeding import kmeans_plus_plus, squared_distances
 
 FloatArray = NDArray[np.float64]
-CovarianceType = Literal["full", "diag", "spherical", "tied"]
-InitMethod = Literal["kmeans", "kmeans++", "random_from_data", "random"]
-WorkingDtype = Literal["float64", "float32"]
-
-# How far from their mean points (and given means) may lie: squared distances, summed over features,
-# must stay finite in the working dtype, or k-means and the E-step meet inf - inf.
-_MAX_SPREAD = {"float64": 1e150, "float32": 1e15}
 
 
 @dataclass(frozen=True)
@@ -116,12 +121,6 @@ def _cholesky_precision(covariance: FloatArray, floor: float) -> FloatArray | No
     return result
 
 
-def _variance_floor(X: FloatArray) -> float:
-    """The least variance a component may have: tiny against the data's spread, far above rounding noise."""
-    spread = float(np.mean(np.var(X, axis=0))) if len(X) > 1 else 0.0
-    return spread * 1e-10 if spread > 0 else 1e-10
-
-
 def _regularise_until_pd(covariance: FloatArray, floor: float) -> tuple[FloatArray, FloatArray]:
     bump = floor
     covariance = covariance.copy()
@@ -197,48 +196,29 @@ class GaussianMixture:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[:, None]
-        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-            raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
-        if not np.all(np.isfinite(X)):
-            raise InvalidParameterError("points must be finite numbers (no NaN or Infinity)", "points")
-        if covariance_type not in _COVARIANCES:
-            raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
-        if not (reg_covar >= 0 and np.isfinite(reg_covar)):
-            raise InvalidParameterError(f"reg_covar must be a finite number >= 0, got {reg_covar}", "reg_covar")
-        if n_components < 1:
-            raise InvalidParameterError(f"n_components must be at least 1, got {n_components}", "n_components")
-        if dtype not in ("float64", "float32"):
-            raise InvalidParameterError(f"dtype must be 'float64' or 'float32', got {dtype!r}", "dtype")
-        _check_enough_distinct_points(X, n_components)
+        # The same checks the API process ran before queueing the fit (see gaussian_checks).
+        check_options(X, n_components, covariance_type, reg_covar, dtype)
+        check_enough_distinct_points(X, n_components)
         self.n_components, self.covariance_type = n_components, covariance_type
         self.reg_covar, self.init_method = reg_covar, init_method
-        self.shift = X.mean(axis=0)
+        self.shift = check_spread(X, dtype)
         centred = X - self.shift
-        self._max_spread = _MAX_SPREAD[dtype]
-        spread = np.max(np.abs(centred))
-        if not (np.all(np.isfinite(self.shift)) and spread <= self._max_spread):
-            raise InvalidParameterError(
-                f"points must lie within {self._max_spread:g} of their mean (here up to {spread:.3g}) so that "
-                f"squared distances stay finite in {dtype}; rescale the data",
-                "points",
-            )
         self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
         # In double precision the design holds the centred data already: keep one copy, not two.
         self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
-        self.floor = _variance_floor(self.X)
+        self.floor = variance_floor(self.X)
         self._gram = self.X.T @ self.X if covariance_type == "tied" else None
         # Caller-given starting arrays, checked now so a bad shape fails before any work.
-        self.given_means = None if init_means is None else self._shape_means(init_means)
-        self.given_covariances = None if init_covariances is None else self._shape_covariances(init_covariances)
+        K, d = n_components, self.X.shape[1]
+        self.given_means = None if init_means is None else shape_means(init_means, K, d, self.shift, MAX_SPREAD[dtype])
+        self.given_covariances = (
+            None if init_covariances is None else shape_covariances(init_covariances, K, d, covariance_type)
+        )
         self.given_weights = None if init_weights is None else check_weights(init_weights, n_components, "init.weights")
         if self.given_covariances is not None:
             _, _, collapsed = precisions_from_covariances(self.given_covariances, covariance_type, self.floor)
             if collapsed:
-                raise InvalidParameterError(
-                    f"init.covariances of component(s) {collapsed} are not positive definite (or have a variance "
-                    f"below {self.floor:.3g}, 1e-10 of the data's spread)",
-                    "init.covariances",
-                )
+                raise not_positive_definite(collapsed, self.floor)
 
     @property
     def n_observations(self) -> int:
@@ -369,51 +349,3 @@ class GaussianMixture:
         if self.covariance_type == "tied":
             return np.full(self.n_components, float(covariances.reshape(-1)[0]))
         return covariances.reshape(self.n_components)
-
-    # --- shapes of caller-given arrays ---
-
-    def _shape_means(self, means: Any) -> FloatArray:
-        K, d = self.n_components, self.n_features
-        arr = np.asarray(means, dtype=np.float64)
-        if d == 1 and arr.shape == (K,):
-            arr = arr[:, None]
-        if arr.shape != (K, d):
-            raise InvalidParameterError(f"init.means has shape {arr.shape}, expected ({K}, {d})", "init.means")
-        if not np.max(np.abs(arr - self.shift)) <= self._max_spread:
-            raise InvalidParameterError(
-                f"init.means must lie within {self._max_spread:g} of the points' mean", "init.means"
-            )
-        return arr
-
-    def _shape_covariances(self, covariances: Any) -> FloatArray:
-        K, d, kind = self.n_components, self.n_features, self.covariance_type
-        arr = np.asarray(covariances, dtype=np.float64)
-        expected = {"full": (K, d, d), "diag": (K, d), "spherical": (K,), "tied": (d, d)}[kind]
-        if d == 1 and arr.size == int(np.prod(expected)) and arr.ndim <= len(expected):
-            arr = arr.reshape(expected)  # 1-D data: flat lists of K variances are accepted for every type
-        if arr.shape != expected:
-            raise InvalidParameterError(
-                f"init.covariances has shape {arr.shape}, expected {expected} for covariance_type {kind!r}",
-                "init.covariances",
-            )
-        if kind in ("full", "tied"):
-            stack = arr.reshape(-1, d, d)
-            if not np.allclose(stack, stack.transpose(0, 2, 1), rtol=1e-10, atol=0):
-                raise InvalidParameterError("init.covariances must be symmetric", "init.covariances")
-        return arr
-
-
-def _check_enough_distinct_points(X: FloatArray, n_components: int) -> None:
-    if n_components > len(X):
-        raise DegenerateDataError(f"n_components is {n_components} but there are only {len(X)} points", "n_components")
-    # Usually the first few rows already hold enough distinct points; sort the whole set only if not.
-    head = X[: 10 * n_components]
-    distinct = len(np.unique(head, axis=0))
-    if distinct < n_components:
-        distinct = len(np.unique(X, axis=0))
-    if distinct < n_components:
-        raise DegenerateDataError(
-            f"n_components is {n_components} but the points hold only {distinct} distinct value(s); "
-            "use at most as many components as distinct points",
-            "n_components",
-        )

@@ -41,14 +41,7 @@ def check_inputs(
     # Imported here: gaussian.py imports this module for the same checks.
     from service.em.gaussian import precisions_from_covariances
 
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
-    if covariance_type not in COVARIANCE_TYPES:
-        raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
-    if not (reg_covar >= 0 and np.isfinite(reg_covar)):
-        raise InvalidParameterError(f"reg_covar must be a finite number >= 0, got {reg_covar}", "reg_covar")
-    if n_components < 1:
-        raise InvalidParameterError(f"n_components must be at least 1, got {n_components}", "n_components")
+    check_options(X, n_components, covariance_type, reg_covar, dtype)
     check_enough_distinct_points(X, n_components)
     shift = check_spread(X, dtype)
     K, d = n_components, X.shape[1]
@@ -61,6 +54,23 @@ def check_inputs(
         _, _, collapsed = precisions_from_covariances(covariances, covariance_type, variance_floor(X, shift))
         if collapsed:
             raise not_positive_definite(collapsed, variance_floor(X, shift))
+
+
+def check_options(
+    X: FloatArray, n_components: int, covariance_type: str, reg_covar: float, dtype: WorkingDtype
+) -> None:
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
+    if not np.all(np.isfinite(X)):
+        raise InvalidParameterError("points must be finite numbers (no NaN or Infinity)", "points")
+    if covariance_type not in COVARIANCE_TYPES:
+        raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
+    if not (reg_covar >= 0 and np.isfinite(reg_covar)):
+        raise InvalidParameterError(f"reg_covar must be a finite number >= 0, got {reg_covar}", "reg_covar")
+    if n_components < 1:
+        raise InvalidParameterError(f"n_components must be at least 1, got {n_components}", "n_components")
+    if dtype not in MAX_SPREAD:
+        raise InvalidParameterError(f"dtype must be 'float64' or 'float32', got {dtype!r}", "dtype")
 
 
 def not_positive_definite(collapsed: list[int], floor: float) -> InvalidParameterError:
