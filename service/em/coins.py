@@ -2,21 +2,33 @@
 
 Each experiment is a run of flips of one unknown coin; we see only its heads and tails counts.
 Everything is in log space, so experiments of millions of flips neither underflow nor overflow.
+
+One pass per iteration, as for the Gaussians: log P(experiment, coin) for all coins is one product of the
+(K x 3) table ``[log p, log(1 - p), log w]`` with the features ``[heads, tails, 1]`` (3 x n, the long axis
+last), then one exp, and the M-step's sums (sum r heads, sum r tails, sum r) one more product with the
+same features; no n x K array lives between the steps. Large fits run in row chunks over the cores.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp, xlogy
 
+from service.em.chunks import map_chunks, row_chunks
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.seeding import kmeans_plus_plus
 
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+# Rows per chunk of a pass: a chunk's K x rows temporaries stay in cache, and a fit of fewer rows runs in
+# one call with no thread pool. Measured on 2 cores (benchmarks/bench_em.py, n = 10^6, K = 2..5).
+_CHUNK_ROWS = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,8 @@ class CoinMixture:
         tails = np.asarray(tails, dtype=np.float64)
         if heads.ndim != 1 or heads.shape != tails.shape or heads.size == 0:
             raise InvalidParameterError("heads and tails must be equal-length, non-empty 1-D arrays", "counts")
-        if np.any(heads < 0) or np.any(tails < 0) or np.any(heads + tails < 1):
+        # As minima: three reductions where comparisons would take six passes, and a NaN count fails too.
+        if not (min(heads.min(), tails.min()) >= 0 and (heads + tails).min() >= 1):
             raise InvalidParameterError("every experiment needs heads >= 0, tails >= 0 and at least one flip", "counts")
         if n_coins < 1:
             raise InvalidParameterError(f"n_coins must be at least 1, got {n_coins}", "n_coins")
@@ -71,8 +84,12 @@ class CoinMixture:
                 "use at most one coin per experiment",
                 "n_coins",
             )
-        self.heads, self.tails, self.n_coins, self.fit_weights = heads, tails, n_coins, fit_weights
-        self.flips = heads + tails
+        self.n_coins, self.fit_weights = n_coins, fit_weights
+        self._features = np.empty((3, heads.size))  # [heads, tails, 1]: the long axis last
+        self._features[0], self._features[1], self._features[2] = heads, tails, 1.0
+        self.heads: FloatArray = self._features[0]
+        self.tails: FloatArray = self._features[1]
+        self._chunks = row_chunks(heads.size, _CHUNK_ROWS)
         self.fixed_weights = (
             np.full(n_coins, 1.0 / n_coins) if weights is None else check_weights(weights, n_coins, "init.weights")
         )
@@ -106,39 +123,58 @@ class CoinMixture:
         coins' own seeder before it was shared. Experiments with fewer distinct proportions than coins
         now start the surplus coins on repeated proportions (they used to start at a random bias).
         """
-        proportions = (self.heads + 0.5) / (self.flips + 1.0)  # smoothed: never exactly 0 or 1
+        proportions = (self.heads + 0.5) / (self.heads + self.tails + 1.0)  # smoothed: never exactly 0 or 1
         return proportions[kmeans_plus_plus(proportions[:, None], self.n_coins, rng, n_trials=1)]
 
-    def _log_joint(self, params: CoinParams) -> FloatArray:
-        # log P(experiment i, coin k); xlogy makes 0 * log 0 = 0 for a coin at bias 0 or 1.
-        log_heads = xlogy(self.heads[:, None], params.biases[None, :])
-        log_tails = xlogy(self.tails[:, None], 1.0 - params.biases[None, :])
-        with np.errstate(divide="ignore"):  # a zero weight is a legal, impossible coin: log 0 = -inf
-            return log_heads + log_tails + np.log(params.weights)[None, :]  # type: ignore[no-any-return]
+    # --- the EM hooks: one pass over the experiments per iteration ---
 
     def e_step(self, params: CoinParams) -> tuple[float, FloatArray]:
-        """Log-likelihood and the n x K log-responsibilities (small enough to hand to the M-step whole)."""
-        log_joint = self._log_joint(params)
-        log_norm = logsumexp(log_joint, axis=1)
-        return float(log_norm.sum()), log_joint - log_norm[:, None]
+        """Log-likelihood and the M-step's sums, (K, 3): sum r heads, sum r tails, sum r, per coin."""
+        table, impossible = _log_table(params)
+        with _quiet_if_impossible(impossible):
+            return self._pass(table, impossible)
+
+    def _pass(self, table: FloatArray, impossible: BoolArray | None) -> tuple[float, FloatArray]:
+        if len(self._chunks) == 1:  # small fits: no pool, no chunk bookkeeping
+            return self._chunk_pass(table, impossible, slice(None))
+        parts = map_chunks(partial(self._chunk_pass, table, impossible), self._chunks)
+        # Summed in chunk order: the same total whichever thread computed which chunk.
+        return sum(part[0] for part in parts), np.sum([part[1] for part in parts], axis=0)
+
+    def _chunk_pass(self, table: FloatArray, impossible: BoolArray | None, rows: slice) -> tuple[float, FloatArray]:
+        features = self._features[:, rows]
+        resp = _log_joint(table, impossible, features)
+        column_max = _exp_below_column_max(resp)
+        total = resp.sum(axis=0)
+        resp /= total
+        log_norm = np.log(total, out=total)
+        log_norm += column_max
+        log_likelihood = float(log_norm.sum())
+        sums: FloatArray = resp @ features.T
+        return log_likelihood, sums
 
     def log_responsibilities(self, params: CoinParams) -> FloatArray:
-        return self.e_step(params)[1]
+        """The n x K log-responsibilities (a view of a coins-major array), asked once per fit."""
+        table, impossible = _log_table(params)
+        joint = _log_joint(table, impossible, self._features)
+        terms = joint.copy()
+        with _quiet_if_impossible(impossible):
+            column_max = _exp_below_column_max(terms)
+            joint -= np.log(terms.sum(axis=0)) + column_max
+        return joint.T
 
-    def m_step(self, log_resp: FloatArray, params: CoinParams) -> tuple[CoinParams, list[str]]:
-        resp = np.exp(log_resp)
-        expected_heads = resp.T @ self.heads
-        expected_flips = resp.T @ self.flips
-        warnings: list[str] = []
-        empty = expected_flips <= 0
-        if np.any(empty):
-            # A coin no experiment is attributed to keeps its bias: there is no evidence to move it.
-            warnings.append(
-                f"coin(s) {np.flatnonzero(empty).tolist()} explain no experiment; their bias was left unchanged"
-            )
+    def m_step(self, sums: FloatArray, params: CoinParams) -> tuple[CoinParams, list[str]]:
+        expected_heads = sums[:, 0]
+        expected_flips = sums[:, 0] + sums[:, 1]
+        # Fixed weights were normalised once, when checked; fitted ones are the coins' shares of the experiments.
+        weights = sums[:, 2] / sums[:, 2].sum() if self.fit_weights else params.weights
+        if expected_flips.all():  # sums of non-negative terms: zero only for a coin that explains nothing
+            return CoinParams(biases=expected_heads / expected_flips, weights=weights), []
+        # A coin no experiment is attributed to keeps its bias: there is no evidence to move it.
+        empty = expected_flips == 0
         biases = np.where(empty, params.biases, expected_heads / np.where(empty, 1.0, expected_flips))
-        weights = resp.mean(axis=0) if self.fit_weights else params.weights
-        return CoinParams(biases=biases, weights=weights / weights.sum()), warnings
+        warning = f"coin(s) {np.flatnonzero(empty).tolist()} explain no experiment; their bias was left unchanged"
+        return CoinParams(biases=biases, weights=weights), [warning]
 
     def canonical_order(self, params: CoinParams) -> NDArray[np.intp]:
         return np.argsort(-params.biases, kind="stable")
@@ -148,6 +184,48 @@ class CoinMixture:
 
     def to_dict(self, params: CoinParams) -> dict[str, Any]:
         return {"biases": params.biases.tolist(), "weights": params.weights.tolist()}
+
+
+def _log_table(params: CoinParams) -> tuple[FloatArray, BoolArray | None]:
+    """(K, 3) rows ``[log p_k, log(1 - p_k), log w_k]``, and where they are log 0 (None when nowhere).
+
+    Row k times an experiment's ``[heads, tails, 1]`` is log P(experiment, coin k), up to the binomial
+    coefficient, which every coin shares. A log 0 is stored as 0 and marked: 0 * log 0 must be 0 (xlogy),
+    which a product with -inf would make NaN.
+    """
+    table = np.array([params.biases, 1.0 - params.biases, params.weights]).T
+    if table.all():  # the common case: every log finite, nothing to mark
+        return np.log(table), None
+    impossible = table == 0
+    table[impossible] = 1.0
+    return np.log(table), impossible
+
+
+def _quiet_if_impossible(impossible: BoolArray | None) -> AbstractContextManager[Any]:
+    """-inf (and NaN, for an experiment no coin can produce) are expected once a coin is impossible somewhere;
+    anywhere else numpy should still warn."""
+    return np.errstate(all="ignore") if impossible is not None else nullcontext()
+
+
+def _log_joint(table: FloatArray, impossible: BoolArray | None, features: FloatArray) -> FloatArray:
+    """K x n_chunk log P(experiment, coin): -inf where a coin cannot produce the experiment at all."""
+    joint: FloatArray = table @ features
+    if impossible is not None:
+        for k, j in np.argwhere(impossible):  # count j * log 0: -inf for a positive count, 0 for none
+            joint[k, features[j] > 0] = -np.inf
+    return joint
+
+
+def _exp_below_column_max(joint: FloatArray) -> FloatArray:
+    """In place on a K x n chunk: exp(joint - its column max); returns the column maxima.
+
+    A column with no finite entry (an experiment no coin can produce) becomes NaN, and so does the
+    log-likelihood: the driver reports a degenerate fit, as it did for logsumexp's -inf.
+    """
+    column_max: FloatArray = joint.max(axis=0)
+    joint -= column_max
+    np.exp(joint, out=joint)
+    return column_max
 
 
 def check_weights(weights: FloatArray, n_components: int, field: str) -> FloatArray:

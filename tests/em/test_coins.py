@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.em.coins import CoinMixture, parse_sequences
+from service.em.coins import CoinMixture, CoinParams, parse_sequences
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.loop import EMOptions, run_em
 from tests.conftest import DO_BATZOGLOU
@@ -103,3 +103,74 @@ def test_monotonic_likelihood(data, n_coins, fit_weights, seed):
     assert np.all(np.diff(lls) >= -ulps[1:])
     assert np.all(deltas >= -ulps / len(heads))
     np.testing.assert_allclose(np.exp(outcome.log_resp).sum(axis=1), 1.0, rtol=1e-12)
+
+
+def _reference_pass(heads, tails, biases, weights):
+    """The E-step as it was written with scipy: xlogy (0 * log 0 = 0) and logsumexp, n x K."""
+    from scipy.special import logsumexp, xlogy
+
+    with np.errstate(divide="ignore"):
+        log_joint = xlogy(heads[:, None], biases) + xlogy(tails[:, None], 1 - biases) + np.log(weights)
+    log_norm = logsumexp(log_joint, axis=1)
+    return log_norm.sum(), log_joint - log_norm[:, None]
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize(
+    ("biases", "weights"),
+    [
+        ([0.3, 0.7, 0.5], [0.2, 0.3, 0.5]),
+        ([0.0, 0.7, 0.5], [0.2, 0.3, 0.5]),  # a coin that never shows heads
+        ([1.0, 0.0, 0.5], [0.2, 0.3, 0.5]),  # one that never shows tails, one that never shows heads
+        ([0.3, 0.7, 0.5], [0.0, 0.5, 0.5]),  # a coin of weight 0
+    ],
+)
+def test_pass_matches_xlogy_and_logsumexp(biases, weights):
+    rng = np.random.default_rng(8)
+    heads = rng.integers(0, 30, 500).astype(float)
+    tails = rng.integers(0, 30, 500).astype(float)
+    heads[:20], tails[20:40] = 0.0, 0.0  # experiments every extreme coin can produce
+    tails[heads + tails == 0] = 1.0
+    model = CoinMixture(heads, tails, 3)
+    params = CoinParams(np.array(biases), np.array(weights))
+    expected_ll, expected_log_resp = _reference_pass(heads, tails, params.biases, params.weights)
+    log_likelihood, sums = model.e_step(params)
+    assert log_likelihood == pytest.approx(expected_ll, rel=1e-13)
+    np.testing.assert_allclose(model.log_responsibilities(params), expected_log_resp, rtol=1e-12, atol=1e-12)
+    resp = np.exp(expected_log_resp)
+    np.testing.assert_allclose(sums, np.column_stack([resp.T @ heads, resp.T @ tails, resp.sum(axis=0)]), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_coin_at_bias_zero_keeps_fitting():
+    # Long experiments make the responsibilities exactly 0/1, so one coin's bias becomes exactly 0:
+    # from then on every pass meets log 0, where 0 heads must count as 0 * log 0 = 0.
+    heads = np.array([0.0, 0.0, 500.0, 520.0])
+    tails = np.array([1000.0, 900.0, 500.0, 480.0])
+    model = CoinMixture(heads, tails, 2, biases=np.array([0.01, 0.5]))
+    outcome = run_em(model, EMOptions(max_iter=50, tol=1e-12, canonical_order=False))
+    assert outcome.converged
+    np.testing.assert_array_equal(outcome.params.biases, [0.0, 1020 / 2000])
+    expected_ll, expected_log_resp = _reference_pass(heads, tails, outcome.params.biases, outcome.params.weights)
+    assert outcome.log_likelihood == pytest.approx(expected_ll, rel=1e-13)
+    np.testing.assert_allclose(outcome.log_resp, expected_log_resp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_coins", [1, 2, 4])
+def test_chunked_parallel_pass_equals_one_chunk(monkeypatch, n_coins):
+    import service.em.coins as coins
+
+    rng = np.random.default_rng(9)
+    heads = rng.binomial(40, rng.choice([0.1, 0.4, 0.6, 0.9], 20_000)).astype(float)
+    options = EMOptions(max_iter=15, tol=0, seed=2)
+    whole = run_em(CoinMixture(heads, 40 - heads, n_coins, fit_weights=True), options)
+    monkeypatch.setattr(coins, "_CHUNK_ROWS", 1000)
+    first = run_em(CoinMixture(heads, 40 - heads, n_coins, fit_weights=True), options)
+    again = run_em(CoinMixture(heads, 40 - heads, n_coins, fit_weights=True), options)
+    # Threads finish in any order, but sums are taken in chunk order: identical, run after run.
+    assert first.trace == again.trace
+    np.testing.assert_array_equal(first.params.biases, again.params.biases)
+    # And the same numbers as one chunk, up to the order of summation.
+    assert first.log_likelihood == pytest.approx(whole.log_likelihood, rel=1e-13)
+    np.testing.assert_allclose(first.params.biases, whole.params.biases, rtol=1e-11)
+    np.testing.assert_allclose(first.params.weights, whole.params.weights, rtol=1e-11)
