@@ -176,6 +176,10 @@ class CoinMixture:
         warning = f"coin(s) {np.flatnonzero(empty).tolist()} explain no experiment; their bias was left unchanged"
         return CoinParams(biases=biases, weights=weights), [warning]
 
+    def diagnose(self, params: CoinParams) -> list[str]:
+        # A coin that explains nothing is named by the M-step already, in the iteration it happens.
+        return []
+
     def canonical_order(self, params: CoinParams) -> NDArray[np.intp]:
         return np.argsort(-params.biases, kind="stable")
 

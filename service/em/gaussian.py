@@ -99,6 +99,40 @@ _COVARIANCES: dict[str, Callable[[Statistics, FloatArray, float], FloatArray]] =
 }
 
 
+# --- components that coincide ---
+
+# Two components whose means (against the data's extent) and covariances (against their own size) agree to
+# this are one group fitted twice: EM keeps identical components identical, so they never separate.
+_COINCIDE_RTOL = 1e-6
+
+
+def _extent(X: FloatArray) -> float:
+    """The largest |coordinate| of the (centred) data: the scale means are compared on. No n x d temporary,
+    and no squares, which would underflow for data of scale 1e-300."""
+    return float(max(np.max(X.max(axis=0)), -np.min(X.min(axis=0))))
+
+
+def _coincident_groups(means: FloatArray, covariances: FloatArray | None, extent: float) -> list[list[int]]:
+    """Groups (of two or more) of components with equal means and covariances; ``None``: shared (tied)."""
+    groups: list[list[int]] = []
+    placed: set[int] = set()
+    for i in range(len(means)):
+        group = [j for j in range(i, len(means)) if j not in placed and _same(means, covariances, extent, i, j)]
+        if len(group) > 1:
+            groups.append(group)
+            placed.update(group)
+    return groups
+
+
+def _same(means: FloatArray, covariances: FloatArray | None, extent: float, i: int, j: int) -> bool:
+    if not np.max(np.abs(means[i] - means[j])) <= _COINCIDE_RTOL * extent:
+        return False
+    if covariances is None:
+        return True
+    scale = max(np.max(np.abs(covariances[i])), np.max(np.abs(covariances[j])))
+    return bool(np.max(np.abs(covariances[i] - covariances[j])) <= _COINCIDE_RTOL * scale)
+
+
 # --- precisions: Cholesky factors of the inverse covariances, with a floor for collapsed components ---
 
 
@@ -314,6 +348,34 @@ class GaussianMixture:
         return [
             f"{what} collapsed (singular covariance); regularised by adding at least {self.floor:.3g} "
             "to the diagonal — consider fewer components or a larger reg_covar"
+        ]
+
+    # --- the returned fit's own warnings ---
+
+    def diagnose(self, params: GaussianParams) -> list[str]:
+        """Components that explain no data, and components that coincide (one group fitted twice)."""
+        return [*self._empty_warnings(params), *self._coincidence_warnings(params)]
+
+    def _empty_warnings(self, params: GaussianParams) -> list[str]:
+        # Less than one point's share: its mean and covariance come from the floors, not from data.
+        empty = np.flatnonzero(params.weights * self.n_observations < 1).tolist()
+        if not empty:
+            return []
+        return [
+            f"component(s) {empty} ended with (near) zero weight (at most {np.max(params.weights[empty]):.3g}, "
+            f"less than one point's share): they explain no data — consider fewer components or other starts"
+        ]
+
+    def _coincidence_warnings(self, params: GaussianParams) -> list[str]:
+        extent = _extent(self.X)
+        covariances = None if self.covariance_type == "tied" else params.covariances
+        groups = _coincident_groups(params.means - self.shift, covariances, extent)
+        # Squares of such data underflow: every point looks alike to every component.
+        advice = f"rescale the data (they span only {extent:.3g})" if extent < 1e-150 else "consider fewer components"
+        return [
+            f"components {group} coincide (means and covariances equal to {_COINCIDE_RTOL:g} relative): they fit "
+            f"one group twice — {advice}"
+            for group in groups
         ]
 
     # --- ordering and output ---

@@ -56,6 +56,11 @@ class EMModel(Protocol[ParamsT, StatsT]):
         """The n x K log-responsibilities at ``params`` (asked once, for the returned start)."""
         ...
 
+    def diagnose(self, params: ParamsT) -> list[str]:
+        """Warnings about the returned parameters themselves (asked once): a component that explains no data,
+        components that coincide. Indices are those of ``params``, in the order results are reported."""
+        ...
+
     def canonical_order(self, params: ParamsT) -> NDArray[np.intp]:
         """The permutation of components into the order results are reported in."""
         ...
@@ -216,6 +221,7 @@ def _run_start(
     log_likelihood, stats = model.e_step(params)
     run = _StartRun(seed=seed, params=params, log_likelihood=log_likelihood)
     warnings: dict[str, None] = {}  # ordered set: a warning repeated every iteration is said once
+    delta = np.inf
 
     for iteration in range(1, options.max_iter + 1):
         if hooks.should_cancel():
@@ -237,8 +243,17 @@ def _run_start(
         if options.tol > 0 and abs(delta) <= options.tol:
             run.stop_reason = "converged"
             break
+    if run.stop_reason == "max_iter" and options.tol > 0:  # with tol = 0 the caller asked for max_iter iterations
+        warnings[_not_converged_warning(options, delta)] = None
     run.warnings = list(warnings)
     return run
+
+
+def _not_converged_warning(options: EMOptions, delta: float) -> str:
+    return (
+        f"stopped at max_iter = {options.max_iter} without converging: the last change in mean log-likelihood "
+        f"({abs(delta):.3g}) is above tol = {options.tol:g} — raise max_iter, or tol"
+    )
 
 
 def _outcome(
@@ -284,7 +299,7 @@ def _outcome(
         trace=trace,
         restarts=restarts,
         returned_start=next(i for i, run in enumerate(runs) if run is best),
-        warnings=best.warnings,
+        warnings=[*best.warnings, *model.diagnose(params)],
         elapsed_s=elapsed_s,
     )
 

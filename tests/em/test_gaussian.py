@@ -173,7 +173,7 @@ def test_constant_feature_with_no_reg_covar_does_not_crash(covariance_type):
     outcome = run_em(GaussianMixture(X, 2, covariance_type, reg_covar=0.0), EMOptions(max_iter=10, seed=0))
     assert np.isfinite(outcome.log_likelihood)
     # A spherical variance averages over features, so only the other types see a singular covariance.
-    assert bool(outcome.warnings) == (covariance_type != "spherical")
+    assert any("collapsed" in w for w in outcome.warnings) == (covariance_type != "spherical")
 
 
 def test_more_components_than_distinct_points_is_rejected():
@@ -312,3 +312,32 @@ def test_zero_weight_component_stays_empty(data, covariance_type):
     assert np.isfinite(outcome.log_likelihood)
     assert outcome.params.weights[0] < 1e-12
     assert np.all(np.exp(outcome.log_resp[:, 0]) < 1e-12)  # after one M-step its weight is the 10 eps floor
+    assert any(w.startswith("component(s) [0] ended with (near) zero weight") for w in outcome.warnings)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_a_component_given_no_weight_is_reported_empty(covariance_type):
+    X = _correlated_2d()
+    outcome = run_em(GaussianMixture(X, 2, covariance_type, init_weights=[0.0, 1.0]), EMOptions(seed=0))
+    [empty] = np.flatnonzero(outcome.params.weights * len(X) < 1)  # less than one point's share
+    assert any(w.startswith(f"component(s) [{empty}] ended with (near) zero weight") for w in outcome.warnings)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("init_method", ["kmeans", "kmeans++", "random_from_data", "random"])
+def test_components_that_coincide_are_reported(covariance_type, init_method):
+    # Points of scale 1e-300: their squares underflow, every point looks alike to every component, and
+    # both components end on the same mean and covariance.
+    X = np.random.default_rng(0).normal(size=(50, 1)) * 1e-300
+    outcome = run_em(GaussianMixture(X, 2, covariance_type, init_method=init_method), EMOptions(seed=0))
+    means, covariances = outcome.params.means, outcome.params.covariances
+    np.testing.assert_allclose(means[0], means[1], rtol=0, atol=1e-6 * np.max(np.abs(X - X.mean())))
+    if covariance_type != "tied":
+        np.testing.assert_allclose(covariances[0], covariances[1], rtol=1e-6)
+    assert any(w.startswith("components [0, 1] coincide") and "rescale" in w for w in outcome.warnings)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_distinct_groups_fitted_to_convergence_carry_no_warning(covariance_type):
+    outcome = run_em(GaussianMixture(_three_clusters(), 3, covariance_type), EMOptions(max_iter=500, seed=0))
+    assert outcome.converged and outcome.warnings == []

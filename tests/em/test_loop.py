@@ -47,6 +47,8 @@ def test_converged_agrees_with_tol_and_n_iter_bounded(model_name, max_iter, tol,
     assert outcome.converged == (tol > 0 and abs(deltas[-1]) <= tol)
     assert all(abs(d) > tol for d in deltas[:-1]) or tol == 0
     assert outcome.stop_reason == ("converged" if outcome.converged else "max_iter")
+    # Stopping at max_iter is worth a warning exactly when the caller asked for convergence (tol > 0).
+    assert any("without converging" in w for w in outcome.warnings) == (not outcome.converged and tol > 0)
     assert outcome.log_likelihood == max(r.log_likelihood for r in outcome.restarts)
     assert outcome.log_likelihood == outcome.trace[-1].log_likelihood
 
@@ -124,6 +126,19 @@ def test_trace_params_follow_the_returned_component_order():
     np.testing.assert_array_equal(last["means"], outcome.params.means.tolist())
     means = np.array(last["means"])
     assert [tuple(m) for m in means] == sorted(tuple(m) for m in means)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_stopping_at_max_iter_before_converging_is_a_warning(model_name):
+    outcome = run_em(MODELS[model_name](), EMOptions(max_iter=2, tol=1e-12, seed=0))
+    assert outcome.stop_reason == "max_iter"
+    [warning] = [w for w in outcome.warnings if "without converging" in w]
+    assert "max_iter = 2" in warning and "tol = 1e-12" in warning
+    assert f"({abs(outcome.trace[-1].delta):.3g})" in warning  # the change that was still too large
+    # Asked for a fixed number of iterations (tol = 0), or converged: nothing to warn about.
+    assert run_em(MODELS[model_name](), EMOptions(max_iter=2, tol=0, seed=0)).warnings == []
+    converged = run_em(MODELS[model_name](), EMOptions(max_iter=1000, tol=1e-3, seed=0))
+    assert converged.converged and converged.warnings == []
 
 
 def test_trace_none_records_nothing_but_counts_iterations():
