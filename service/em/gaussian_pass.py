@@ -108,11 +108,18 @@ class Design:
             precisions = self._diagonal_precisions(components.precisions_cholesky)
             # -1/2 sum_j p_j (x_j - m_j)^2 + c  =  [c - 1/2 sum_j p_j m_j^2,  p m,  -1/2 p] . [1, x, x^2]
             offset = constant - 0.5 * np.sum(precisions * means**2, axis=1)
+            # A zero weight's -inf stays out of the product, its rows are set after: BLAS kernels also multiply
+            # the padding zeros of their tiles, and -inf * 0 raises the invalid flag numpy then reports.
+            absent = np.flatnonzero(components.weights == 0)
+            offset[absent] = 0.0
             weights = np.hstack([offset[:, None], precisions * means, -0.5 * precisions]).astype(self.dtype)
             features = self.features
 
             def expanded(rows: slice) -> WorkArray:
-                return weights @ features[:, rows]
+                log_prob: WorkArray = weights @ features[:, rows]
+                if absent.size:  # given zero weights, before the first M-step floors every weight above 0
+                    log_prob[absent] = -np.inf
+                return log_prob
 
             return expanded
 
