@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -166,12 +168,46 @@ def test_cancel_stops_with_a_consistent_state():
     assert len(outcome.restarts) == 1
 
 
-def test_time_limit_stops_and_returns_current_state():
-    rng = np.random.default_rng(0)
-    model = GaussianMixture(rng.normal(size=(20_000, 4)), 6, "full")
-    outcome = run_em(model, EMOptions(max_iter=10_000, tol=0, time_limit_s=0.3, seed=0))
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_time_limit_stops_and_returns_current_state(model_name):
+    # A budget far below one iteration: whatever the machine's speed, the fit stops on time, not at max_iter.
+    model = MODELS[model_name]()
+    outcome = run_em(model, EMOptions(max_iter=10_000, tol=0, n_init=3, time_limit_s=1e-9, seed=0))
     assert outcome.stop_reason == "time_limit" and not outcome.converged
-    assert 0 < outcome.n_iter < 10_000
-    assert outcome.elapsed_s < 5
-    recomputed, _ = model.e_step(model.permute(outcome.params, np.arange(6)))
+    assert outcome.n_iter < 10_000 and len(outcome.trace) == outcome.n_iter
+    assert len(outcome.restarts) == 1  # later starts are skipped once time is up
+    # The state is the returned parameters' own: their log-likelihood and responsibilities.
+    recomputed, _ = model.e_step(outcome.params)
     assert recomputed == pytest.approx(outcome.log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(outcome.log_resp, model.log_responsibilities(outcome.params), rtol=1e-12)
+
+
+class _Clock:
+    """A stand-in for ``time`` in the driver: a second passes with every iteration, none otherwise."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _Tick(Hooks):
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+
+    def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
+        self.clock.now += 1.0
+
+
+@pytest.mark.parametrize("budget_s", [0.5, 1.0, 2.5, 7.0])
+def test_time_limit_stops_at_the_first_iteration_that_starts_past_it(monkeypatch, budget_s):
+    import service.em.loop as loop
+
+    clock = _Clock()
+    monkeypatch.setattr(loop, "time", clock)
+    outcome = run_em(_coin_model(), EMOptions(max_iter=100, tol=0, time_limit_s=budget_s, seed=0), _Tick(clock))
+    # An iteration runs whenever it starts before the deadline: ceil(budget) of them at one second each.
+    assert outcome.n_iter == math.ceil(budget_s)
+    assert outcome.stop_reason == "time_limit"
+    assert outcome.elapsed_s == outcome.n_iter
