@@ -11,8 +11,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service.api import fit, health, jobs, metrics
+from service.api.edge import EdgeMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
+from service.api.routing import AllowedMethodsMiddleware
 from service.api.security import UNAUTHORIZED, require_api_key
 from service.jobs.manager import JobLimits, LocalJobManager
 from service.jobs.store import SQLiteJobStore
@@ -67,7 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
@@ -77,6 +78,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, **protected)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(metrics.router)
+    # Innermost first. Allow names every method of a path. The edge refuses from the head alone (431, 413,
+    # 401) before the body is read; inside CORS, so browsers can read its answers, and inside the request
+    # context, so they are logged and counted.
+    app.add_middleware(AllowedMethodsMiddleware, routes=lambda: app.router.routes)
+    app.add_middleware(EdgeMiddleware, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,14 +1,23 @@
-"""Operations: API keys, request ids, Prometheus metrics, body limits, CORS, structured logs."""
+"""Operations: API keys and tenants, request ids, Prometheus metrics, body limits, Allow, CORS, structured logs,
+and large bodies parsed off the event loop."""
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Annotated
 
+import anyio
 import pytest
+from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+import service.api.routing as routing
+from service.api.edge import EdgeMiddleware
+from service.api.middleware import RequestContextMiddleware
+from service.api.security import OPEN, KeyRing, Principal, get_principal, tenant_id
 from service.main import create_app
+from service.metrics import Metrics
 from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
 
@@ -24,9 +33,11 @@ def keyed_client(tmp_path):
 
 def test_api_keys_from_the_environment_are_comma_separated(monkeypatch, tmp_path):
     monkeypatch.setenv("EM_API_KEYS", "alpha, beta,")
+    monkeypatch.setenv("EM_ADMIN_KEYS", " root ,")
     monkeypatch.setenv("EM_CORS_ORIGINS", "https://a.example,https://b.example")
     settings = Settings(data_dir=tmp_path)
     assert settings.api_keys == ["alpha", "beta"]
+    assert settings.admin_keys == ["root"]
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
 
 
@@ -96,11 +107,164 @@ def test_metrics_count_requests_fits_and_iterations(client):
         assert gauge in text
 
 
-def test_a_body_over_the_limit_is_413(tmp_path):
+def test_a_body_over_the_limit_is_a_json_413_naming_the_limit(tmp_path):
     with TestClient(create_app(Settings(data_dir=tmp_path, max_body_bytes=1000))) as client:
+        # Declared by Content-Length: refused before it is read.
         response = client.post("/v1/fit/gaussian", json={"points": list(range(1000))})
-        assert response.status_code == 413
+        assert response.status_code == 413 and response.headers["content-type"] == "application/json"
+        assert response.json()["detail"].startswith("the request body (Content-Length: ")
+        assert "limit of 1000 bytes (EM_MAX_BODY_BYTES)" in response.json()["detail"]
+
+        # Chunked, no Content-Length: refused once the bytes streamed in pass the limit.
+        def chunks(total: int):
+            yield b'{"points": [0'
+            for _ in range(total // 100):
+                yield b", 1" * 33
+
+        streamed = client.post("/v1/fit/gaussian", content=chunks(5000), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and streamed.headers["connection"] == "close"
+        assert streamed.json() == {"detail": "the request body is over the limit of 1000 bytes (EM_MAX_BODY_BYTES)"}
+        small = client.post("/v1/fit/coins", content=iter([json.dumps(DNB).encode()]), headers=JSON)
+        assert small.status_code == 200
         assert client.post("/v1/fit/coins", json=DNB).status_code == 200
+
+
+def test_header_count_and_size_limits_are_431(tmp_path):
+    settings = Settings(data_dir=tmp_path, max_headers=20, max_header_bytes=2048)
+    with TestClient(create_app(settings)) as client:
+        many = client.get("/healthz", headers={f"x-filler-{i}": "1" for i in range(30)})
+        assert many.status_code == 431 and "more than the limit of 20 (EM_MAX_HEADERS)" in many.json()["detail"]
+        large = client.get("/healthz", headers={"x-big": "a" * 4000})
+        assert large.status_code == 431 and "limit of 2048 bytes (2 KiB, EM_MAX_HEADER_BYTES)" in large.json()["detail"]
+        assert client.get("/healthz", headers={"x-fine": "a" * 1000}).status_code == 200
+
+
+def test_options_and_405_name_every_method_of_the_path(client):
+    options = client.options("/v1/jobs/some-id")
+    assert options.status_code == 204 and options.headers["allow"] == "GET, DELETE, OPTIONS"
+    wrong = client.put("/v1/jobs/some-id")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, DELETE, OPTIONS"
+    assert wrong.json() == {"detail": "Method Not Allowed"}
+    # /v1/jobs/coins is both a job kind (POST) and a job id (GET, DELETE).
+    assert client.options("/v1/jobs/coins").headers["allow"] == "GET, POST, DELETE, OPTIONS"
+    assert client.get("/v1/fit/coins").headers["allow"] == "POST, OPTIONS"
+    assert client.options("/nowhere").status_code == 404
+
+
+JSON = {"content-type": "application/json"}
+
+
+def _whoami_app(settings: Settings) -> FastAPI:
+    """The edge in front of a route that reports who called."""
+    app = FastAPI()
+    app.add_middleware(EdgeMiddleware, settings=settings)
+
+    @app.get("/v1/whoami")
+    @app.get("/open/whoami")
+    def whoami(principal: Annotated[Principal, Depends(get_principal)]) -> dict[str, object]:
+        return {"tenant": principal.tenant, "admin": principal.admin}
+
+    return app
+
+
+def test_each_key_is_a_tenant_and_admin_keys_are_admins(tmp_path):
+    settings = Settings(data_dir=tmp_path, api_keys=["key-a", "key-b"], admin_keys=["key-root"])
+    with TestClient(_whoami_app(settings)) as client:
+        a = client.get("/v1/whoami", headers={"Authorization": "Bearer key-a"}).json()
+        b = client.get("/v1/whoami", headers={"X-API-Key": "key-b"}).json()
+        root = client.get("/v1/whoami", headers={"X-API-Key": "key-root"}).json()
+        assert a == {"tenant": tenant_id("key-a"), "admin": False}
+        assert b == {"tenant": tenant_id("key-b"), "admin": False}
+        assert a["tenant"] != b["tenant"] and root["admin"] is True
+        # Stable, short, and not the key.
+        assert client.get("/v1/whoami", headers={"X-API-Key": "key-a"}).json() == a
+        assert len(a["tenant"]) == 16 and "key-a" not in a["tenant"]
+        assert client.get("/v1/whoami", headers={"X-API-Key": "key-c"}).status_code == 401
+        # Outside /v1 no key is needed, so none is identified: a route that asks for one gets a 401.
+        assert client.get("/open/whoami").status_code == 401
+        assert client.get("/open/whoami", headers={"X-API-Key": "key-b"}).json() == b
+    with TestClient(_whoami_app(Settings(data_dir=tmp_path))) as client:
+        assert client.get("/v1/whoami").json() == {"tenant": None, "admin": False}
+
+
+def test_key_ring():
+    ring = KeyRing(["a", "b"], ["root", "a"])
+    assert ring.principal([(b"x-api-key", b"a")]) == Principal(tenant_id("a"), admin=True)  # admin wins
+    assert ring.principal([(b"authorization", b"Bearer  b ")]) == Principal(tenant_id("b"), admin=False)
+    assert ring.principal([(b"authorization", b"Basic b"), (b"x-api-key", b"b")]) == Principal(tenant_id("b"), False)
+    assert ring.principal([(b"authorization", b"Bearer wrong"), (b"x-api-key", b"b")]) is None
+    assert ring.principal([]) is None and ring.principal([(b"x-api-key", b"")]) is None
+    assert KeyRing([]).principal([]) is OPEN and not KeyRing([]).configured
+
+
+def test_large_bodies_are_parsed_and_validated_in_a_helper_process(tmp_path, monkeypatch):
+    outcomes: list[str] = []
+    run_sync = anyio.to_process.run_sync
+
+    async def spy(*args, **kwargs):
+        outcome = await run_sync(*args, **kwargs)
+        outcomes.append(outcome[0])
+        return outcome
+
+    monkeypatch.setattr(routing.anyio.to_process, "run_sync", spy)
+    points = [[0, 0], [1, 1], [5, 5], [6, 6]]
+    valid = {"points": points, "n_components": 2, "seed": 1}
+    invalid = {"points": [[0, 0], [1]], "n_components": 0, "trace": "everything"}
+    broken = b'{"points": [[0, 0], [1, 1'
+
+    def answers(client: TestClient) -> list[tuple[int, object]]:
+        responses = [
+            client.post("/v1/fit/gaussian", json=valid),
+            client.post("/v1/fit/gaussian", json=invalid),
+            client.post("/v1/fit/gaussian", content=broken, headers=JSON),
+            client.post("/v1/fit/coins", json={"counts": [{"heads": 1, "tails": 2}] * 20_000, "seed": 0}),
+        ]
+        volatile = ("job_id", "elapsed_ms")
+        return [(r.status_code, {k: v for k, v in r.json().items() if k not in volatile}) for r in responses]
+
+    with TestClient(create_app(Settings(data_dir=tmp_path / "here", body_offload_bytes=0))) as client:
+        here = answers(client)
+    assert outcomes == []
+    with TestClient(create_app(Settings(data_dir=tmp_path / "helper", body_offload_bytes=1))) as client:
+        elsewhere = answers(client)
+    # The same answers, byte for byte; a request made of many small objects is parsed here after all.
+    assert outcomes == ["valid", "invalid", "json_invalid", "parse_here"]
+    assert elsewhere == here and [status for status, _ in here] == [200, 422, 422, 200]
+
+
+async def _disconnecting_app(scope, receive, send):
+    """Starts a response, reads what the client did, then fails the way an event stream's pump does when the
+    client has left."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await receive()
+    raise ExceptionGroup("pump", [anyio.BrokenResourceError()])
+
+
+def test_a_client_leaving_mid_stream_is_not_an_error_but_real_errors_still_are(caplog):
+    async def call(app, messages):
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            pass
+
+        scope = {"type": "http", "method": "GET", "path": "/events", "headers": []}
+        await RequestContextMiddleware(app, Metrics())(scope, receive, send)
+
+    with caplog.at_level(logging.INFO, logger="service.http"):
+        anyio.run(call, _disconnecting_app, [{"type": "http.disconnect"}])
+    assert caplog.records[-1].client_disconnected is True and caplog.records[-1].status == 200
+    # The same error while the client is still there is a real one.
+    with pytest.raises(ExceptionGroup):
+        anyio.run(call, _disconnecting_app, [{"type": "http.request", "body": b""}])
+
+    async def other_error(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+        raise ExceptionGroup("pump", [anyio.BrokenResourceError(), ValueError("a bug")])
+
+    with pytest.raises(ExceptionGroup):
+        anyio.run(call, other_error, [{"type": "http.disconnect"}])
 
 
 def test_cors_when_configured(tmp_path):
