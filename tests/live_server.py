@@ -6,15 +6,18 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
@@ -27,53 +30,69 @@ def free_port() -> int:
 class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
+    log: IO[bytes]  # the server's stderr: its log lines
+
+    def log_text(self) -> str:
+        """What the server wrote so far. pread: the server writes at the offset this file shares with it."""
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
 @contextmanager
 def live_server(
-    env: dict[str, str] | None = None, port: int | None = None, app: str = "service.main:app"
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    app: str = "service.main:app",
+    graceful_shutdown_s: int = 3,
 ) -> Iterator[LiveServer]:
-    """Start ``uvicorn <app>`` (by default the service); yield it; stop it (SIGTERM, then SIGKILL) on exit."""
+    """Start ``uvicorn <app>`` (by default the service); yield it; stop it (SIGTERM, then SIGKILL) on exit.
+
+    ``graceful_shutdown_s``: how long uvicorn lets requests in flight (and open streams) run after SIGTERM.
+    """
     port = port or free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "3",
-        ],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {process.stderr.read().decode() if process.stderr else ''}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not become healthy in 30 s")
-            time.sleep(0.1)
-        yield LiveServer(base_url, process)
-    finally:
-        if process.poll() is None:
-            process.terminate()
+    # stderr goes to a file. The service logs a line per request: into a pipe that nobody reads, ~270 lines
+    # fill it, the next log write blocks the server's event loop, and from then on every request hangs.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                str(graceful_shutdown_s),
+            ],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        server = LiveServer(f"http://127.0.0.1:{port}", process, log)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            # A bound on a hang, not a speed claim: on a loaded machine start-up alone can take seconds.
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"uvicorn exited: {server.log_text()}")
+                try:
+                    if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn not healthy in {STARTUP_TIMEOUT_S:.0f} s: {server.log_text()}")
+                time.sleep(0.1)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=graceful_shutdown_s + 15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
