@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.em.chunks import map_chunks, row_chunks
+from service.em.chunks import map_chunks, row_chunks, weighted_sums
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.seeding import kmeans_plus_plus
 
@@ -90,6 +90,7 @@ class CoinMixture:
         self.heads: FloatArray = self._features[0]
         self.tails: FloatArray = self._features[1]
         self._chunks = row_chunks(heads.size, _CHUNK_ROWS)
+        self._log_block = 1000 if n_coins == 1 else int(1000 / np.log2(n_coins))  # see _sum_of_logs
         self.fixed_weights = (
             np.full(n_coins, 1.0 / n_coins) if weights is None else check_weights(weights, n_coins, "init.weights")
         )
@@ -144,14 +145,11 @@ class CoinMixture:
     def _chunk_pass(self, table: FloatArray, impossible: BoolArray | None, rows: slice) -> tuple[float, FloatArray]:
         features = self._features[:, rows]
         resp = _log_joint(table, impossible, features)
-        column_max = _exp_below_column_max(resp)
-        total = resp.sum(axis=0)
+        shift = _exp_below_column_max(resp)
+        total = _over_coins(np.add, resp)
         resp /= total
-        log_norm = np.log(total, out=total)
-        log_norm += column_max
-        log_likelihood = float(log_norm.sum())
-        sums: FloatArray = resp @ features.T
-        return log_likelihood, sums
+        log_likelihood = _sum_of_logs(total, self._log_block) + float(shift.sum())
+        return log_likelihood, weighted_sums(resp, features)
 
     def log_responsibilities(self, params: CoinParams) -> FloatArray:
         """The n x K log-responsibilities (a view of a coins-major array), asked once per fit."""
@@ -159,8 +157,8 @@ class CoinMixture:
         joint = _log_joint(table, impossible, self._features)
         terms = joint.copy()
         with _quiet_if_impossible(impossible):
-            column_max = _exp_below_column_max(terms)
-            joint -= np.log(terms.sum(axis=0)) + column_max
+            shift = _exp_below_column_max(terms)
+            joint -= np.log(_over_coins(np.add, terms)) + shift
         return joint.T
 
     def m_step(self, sums: FloatArray, params: CoinParams) -> tuple[CoinParams, list[str]]:
@@ -221,15 +219,44 @@ def _log_joint(table: FloatArray, impossible: BoolArray | None, features: FloatA
 
 
 def _exp_below_column_max(joint: FloatArray) -> FloatArray:
-    """In place on a K x n chunk: exp(joint - its column max); returns the column maxima.
+    """In place on a K x n chunk: exp(joint - shift), the shift a hair above each column's max; returns it.
 
-    A column with no finite entry (an experiment no coin can produce) becomes NaN, and so does the
-    log-likelihood: the driver reports a degenerate fit, as it did for logsumexp's -inf.
+    A hair above: exp(0) takes libm's shortcut for tiny arguments, and with one 0 in every column among
+    negative numbers that branch goes unpredictably; measured, exp ran at half speed. Any shift works
+    (the log-likelihood adds it back); -1e-6 takes the common path. A column with no finite entry (an
+    experiment no coin can produce) becomes NaN, and so does the log-likelihood: the driver reports a
+    degenerate fit, as it did for logsumexp's -inf.
     """
-    column_max: FloatArray = joint.max(axis=0)
-    joint -= column_max
+    shift = _over_coins(np.maximum, joint)
+    shift += 1e-6
+    joint -= shift
     np.exp(joint, out=joint)
-    return column_max
+    return shift
+
+
+def _over_coins(ufunc: np.ufunc, joint: FloatArray) -> FloatArray:
+    """``ufunc`` reduced over the K rows of a chunk as K - 1 operations on whole contiguous rows: measured
+    twice as fast as numpy's reduction over axis 0, and fewer calls for a small fit."""
+    if len(joint) == 1:
+        only: FloatArray = joint[0].copy()
+        return only
+    out: FloatArray = ufunc(joint[0], joint[1])
+    for row in joint[2:]:
+        ufunc(out, row, out=out)
+    return out
+
+
+def _sum_of_logs(totals: FloatArray, block: int) -> float:
+    """``sum(log(totals))`` for totals in [1, K] (to a hair), with one log per ``block`` of them.
+
+    numpy's float64 log is libm's scalar one on CPUs without AVX-512: a log per experiment cost as much as
+    the exp of a coin. A product of ``block`` totals stays below 2^1000 (``block = 1000 / log2 K``) and
+    rounds ``block`` times, an error of the same order as a sum of ``block`` logs.
+    """
+    if len(totals) <= block:
+        return float(np.log(totals.prod()))
+    whole = len(totals) - len(totals) % block
+    return float(np.log(totals[:whole].reshape(-1, block).prod(axis=1)).sum() + np.log(totals[whole:].prod()))
 
 
 def check_weights(weights: FloatArray, n_components: int, field: str) -> FloatArray:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from service.em.chunks import map_chunks, row_chunks
+from service.em.chunks import map_chunks, row_chunks, weighted_sums
 
 FloatArray = NDArray[np.float64]
 WorkArray = NDArray[np.floating]  # float64, or float32 when the caller opted in
@@ -186,7 +186,7 @@ class Design:
     def _chunk_moments(self, resp: WorkArray, index: int) -> Moments:
         d = self.n_features
         features = self.features[:, self.chunks[index]]
-        sums = _weighted_sums(resp, features)  # [nk, first] or [nk, first, second diagonal]
+        sums = weighted_sums(resp, features)  # [nk, first] or [nk, first, second diagonal]
         nk, first = sums[:, 0], sums[:, 1 : 1 + d]
         if self.expanded:
             second: FloatArray | None = sums[:, 1 + d :]
@@ -212,12 +212,6 @@ class Design:
         return Moments(nk, first, second)
 
 
-def _weighted_sums(resp: WorkArray, features: WorkArray) -> FloatArray:
-    """(K x n_chunk) responsibilities times (width x n_chunk) features summed over the rows: (K x width)."""
-    sums = np.einsum("kc,wc->kw", resp, features) if len(resp) <= 4 else resp @ features.T
-    return sums.astype(np.float64, copy=False)
-
-
 def _weighted_pair_products(
     resp: WorkArray, x: WorkArray, pairs: tuple[NDArray[np.intp], NDArray[np.intp]]
 ) -> FloatArray:
@@ -230,7 +224,7 @@ def _weighted_pair_products(
     products = np.empty((len(upper), x.shape[1]), x.dtype)
     for row, (i, j) in enumerate(zip(upper, lower, strict=True)):
         np.multiply(x[i], x[j], out=products[row])
-    sums = _weighted_sums(resp, products)
+    sums = weighted_sums(resp, products)
     K, d = len(resp), len(x)
     second = np.empty((K, d, d))
     second[:, upper, lower] = sums
