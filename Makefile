@@ -1,38 +1,48 @@
-# `make run` serves the service; `make test` runs every check. Both create .venv and install on first use.
+# `make run` serves the service; `make test` runs every check. Both create .venv and install on first use:
+# `make run` the runtime dependencies only, `make test` (lint, typecheck, pytest) those and the [test] extras.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Requests are logged by the app (JSON, with request ids); open streams get 10 s to finish on shutdown.
 UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10
 
-.PHONY: run test lint typecheck pytest openapi bench container-test clean
+.PHONY: run test lint typecheck pytest openapi container-test clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# Each stamp is remade when pyproject.toml changes. The test set includes the runtime set, so installing it
+# also brings the runtime stamp up to date.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/uvicorn service.main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 test: lint typecheck pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(TEST_STAMP)
 	$(BIN)/pytest
 
 # Regenerate the committed schema after an API change (tests/api/test_openapi.py fails until you do).
-openapi: $(STAMP)
+openapi: $(RUN_STAMP)
 	$(BIN)/python -m service.openapi openapi/openapi.json
 
 # Build the image, run it with compose, check the numbers and a restart, tear down (needs Docker).
