@@ -6,10 +6,13 @@ whole Do & Batzoglou fit.
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
 
+from fastapi import Depends, Request
+
+from service.api.security import Principal, get_principal
 from service.jobs.manager import JobManager, JobObserver
-from service.jobs.models import EVERYONE, Access
+from service.jobs.models import Access
 from service.settings import Settings
 
 
@@ -31,10 +34,7 @@ async def get_observer(request: Request) -> JobObserver:
     return observer
 
 
-async def get_access(request: Request) -> Access:
-    """Whose jobs the caller may see: its tenant's (set by authentication), every job for an admin key, and
-    everything on a service without keys."""
-    principal = getattr(request.state, "principal", None)
-    if principal is None:
-        return EVERYONE
+async def get_access(principal: Annotated[Principal, Depends(get_principal)]) -> Access:
+    """Whose jobs the caller may see: its tenant's, every job for an admin key, everything on a service
+    without keys. From the principal the edge middleware identified (a 401 if there is none: fail closed)."""
     return Access(tenant=principal.tenant, admin=principal.admin)

@@ -88,7 +88,7 @@ def _presented_key(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
     return api_key
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller, as the edge middleware identified it (a 401 if it did not: fail closed)."""
     principal = request.scope.get("state", {}).get("principal")
     if not isinstance(principal, Principal):
@@ -96,11 +96,11 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     header_key: Annotated[str | None, Depends(api_key_header)],
 ) -> Principal:
     """Declares the two schemes on every protected operation (OpenAPI, Swagger UI's *Authorize*); the key
     itself was checked at the edge, before the body was read."""
-    return get_principal(request)
+    return await get_principal(request)

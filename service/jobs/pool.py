@@ -171,7 +171,11 @@ class WorkerPool:
             with self._lock:
                 by_conn = {w.conn: w for w in self._workers}
                 by_sentinel = {w.process.sentinel: w for w in self._workers}
-            ready = wait([*by_conn, *by_sentinel], timeout=0.2)
+            try:
+                ready = wait([*by_conn, *by_sentinel], timeout=0.2)
+            except (OSError, ValueError):
+                # A dead worker's pipe was closed (by _on_death) after this snapshot: take a new one.
+                continue
             # Pipes first: a worker's last messages are delivered before the news of its death.
             for conn in (r for r in ready if r in by_conn):
                 worker = by_conn[conn]
