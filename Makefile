@@ -8,7 +8,9 @@ TEST_STAMP := $(VENV)/.installed-test
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # Requests are logged by the app (JSON, with request ids); open streams get 10 s to finish on shutdown.
-UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10
+# --http: httptools with a bound on the request head (431 as it arrives; stock httptools parses any size first).
+UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10 \
+	--http service.api.server_protocol:HeadLimitedHttpToolsProtocol
 
 .PHONY: run test lint typecheck pytest openapi container-test clean
 

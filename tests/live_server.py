@@ -18,6 +18,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 60.0
+HTTP_PROTOCOL = "service.api.server_protocol:HeadLimitedHttpToolsProtocol"
 
 
 def free_port() -> int:
@@ -66,6 +67,9 @@ def live_server(
                 "--no-access-log",
                 "--timeout-graceful-shutdown",
                 str(graceful_shutdown_s),
+                # As `make run` and the container serve: a request head over the limit is refused as it arrives.
+                "--http",
+                HTTP_PROTOCOL,
             ],
             cwd=REPO,
             env={**os.environ, **(env or {})},
