@@ -71,7 +71,10 @@ class WorkerPool:
         self.memory_limit_bytes = memory_limit_bytes
         self._on_message = on_message
         self._workers: list[_Worker] = []
-        self._lock = threading.Lock()  # guards the list the reader thread walks
+        self._lock = threading.Lock()  # guards the list the reader thread walks, and _retired
+        # Pipes of dead workers, closed by the reader thread alone: closed from the event loop while the reader
+        # waited on them, a pipe's descriptor could be reused by a new worker's and the reader hang for good.
+        self._retired: list[Connection] = []
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
@@ -110,7 +113,8 @@ class WorkerPool:
     @property
     def alive(self) -> bool:
         with self._lock:
-            return bool(self._workers) and all(w.process.is_alive() for w in self._workers)
+            workers_up = bool(self._workers) and all(w.process.is_alive() for w in self._workers)
+        return workers_up and self._reader is not None and self._reader.is_alive()
 
     # --- jobs (event loop thread) ---
 
@@ -171,11 +175,10 @@ class WorkerPool:
             with self._lock:
                 by_conn = {w.conn: w for w in self._workers}
                 by_sentinel = {w.process.sentinel: w for w in self._workers}
-            try:
-                ready = wait([*by_conn, *by_sentinel], timeout=0.2)
-            except (OSError, ValueError):
-                # A dead worker's pipe was closed (by _on_death) after this snapshot: take a new one.
-                continue
+                retired, self._retired = self._retired, []
+            for conn in retired:  # in no snapshot any more: nothing else reads them
+                conn.close()
+            ready = wait([*by_conn, *by_sentinel], timeout=0.2)
             # Pipes first: a worker's last messages are delivered before the news of its death.
             for conn in (r for r in ready if r in by_conn):
                 worker = by_conn[conn]
@@ -206,10 +209,10 @@ class WorkerPool:
             if worker not in self._workers:
                 return  # already handled (pipe EOF and sentinel can both fire)
             self._workers.remove(worker)
+            self._retired.append(worker.conn)  # the reader thread closes it (see _retired)
         worker.process.join(1)
         job_id, exitcode = worker.job_id, worker.process.exitcode
         logger.warning("worker pid %s died (exit code %s) running job %s", worker.process.pid, exitcode, job_id)
-        worker.conn.close()
         if not self._stopping.is_set():
             self._spawn()
         self._on_message(Died(job_id, exitcode))
