@@ -1,9 +1,11 @@
 """Load test: a real server on loopback, a fixed number of concurrent clients, a bounded time.
 
 Phase "mixed": 80% small coin fits (Do & Batzoglou), 20% medium Gaussian fits (2,000 2-D points, K=3).
-Phase "D&B only": the coin fit alone, for a throughput figure. Throughout, a prober in its own process
-calls /healthz every 50 ms. Reports throughput, latency percentiles, errors and /healthz latency, and writes
-its section of RESULTS.md.
+Phase "D&B only": the coin fit alone, for a throughput figure. Phase "floor": the same D&B load against a
+trivial FastAPI app (benchmarks/floor_app.py: parses the same JSON body, answers a constant) served by the
+same uvicorn with the same flags, so ours/floor says what the service costs beyond the HTTP stack.
+Throughout, a prober in its own process calls /healthz every 50 ms. Reports throughput, latency
+percentiles, errors and /healthz latency, and writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/load.py [--duration 60] [--dnb-duration 20] [--concurrency 8]
 """
@@ -134,8 +136,12 @@ def main() -> None:
     with live_server(env) as server:
         mixed = _phase(server.url, args.duration, args.concurrency, mix=0.8)
         dnb = _phase(server.url, args.dnb_duration, args.concurrency, mix=1.0)
+    with live_server(env, app="benchmarks.floor_app:app") as floor_server:
+        floor = _phase(floor_server.url, args.dnb_duration, args.concurrency, mix=1.0)
 
     dnb_rate = len(dnb.latencies["coins (D&B)"]) / args.dnb_duration
+    floor_rate = len(floor.latencies["coins (D&B)"]) / args.dnb_duration
+    dnb_p99 = float(np.percentile(dnb.latencies["coins (D&B)"], 99)) * 1e3
     health_p99 = max(float(np.percentile(t.health, 99)) for t in (mixed, dnb)) * 1e3
     errors = sum(sum(t.errors.values()) for t in (mixed, dnb))
     report = "\n".join(
@@ -143,13 +149,15 @@ def main() -> None:
             f"## Load: {args.concurrency} concurrent clients on loopback, 2 fit workers",
             "",
             stamp(" ".join(["benchmarks/load.py", *sys.argv[1:]])),
-            f"D&B fit throughput on this machine: **{dnb_rate:.0f} fits/s**; errors: **{errors}**; "
-            f"/healthz p99 under load: **{health_p99:.1f} ms**.",
+            f"D&B fit throughput on this machine: **{dnb_rate:.0f} fits/s** (p99 **{dnb_p99:.1f} ms**) against "
+            f"**{floor_rate:.0f} requests/s** for the FastAPI floor: ours/floor **{dnb_rate / floor_rate:.2f}**; "
+            f"errors: **{errors}**; /healthz p99 under load: **{health_p99:.1f} ms**.",
             "",
             "| phase: requests | completed | per second | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|---|",
             *_rows(f"mixed {args.duration:.0f} s", mixed, args.duration),
             *_rows(f"D&B only {args.dnb_duration:.0f} s", dnb, args.dnb_duration),
+            *_rows(f"floor (FastAPI, constant answer) {args.dnb_duration:.0f} s", floor, args.dnb_duration),
         ]
     )
     print(report)
