@@ -34,6 +34,7 @@ from service.em.gaussian import GaussianMixture, GaussianParams
 from service.em.loop import EMOptions, run_em
 
 SKIP_ABOVE_S = 60.0  # a cell whose estimated cost exceeds this is skipped, as the issue allows
+REPEATS = 2  # runs of each length per cell (--repeats): more on a machine shared with other work
 
 
 def _data(n: int, d: int, k: int) -> np.ndarray:
@@ -85,10 +86,16 @@ def _sklearn(X: np.ndarray, start: GaussianParams, covariance_type: str, iterati
     return time.perf_counter() - began, float(reference.score(X))
 
 
-def _per_iteration(run, a: int, b: int, repeats: int = 2) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Best of ``repeats`` runs of ``a`` and of ``b`` iterations: this machine's timings swing by 10-20%."""
-    short = min(run(a)[0] for _ in range(repeats))
-    longs = [run(b) for _ in range(repeats)]
+def _per_iteration(run, a: int, b: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Best of ``REPEATS`` runs of ``a`` and of ``b`` iterations: this machine's timings swing by 10-20%.
+
+    The two lengths alternate, so a busy spell of the machine slows both alike rather than one of them.
+    """
+    shorts, longs = [], []
+    for _ in range(REPEATS):
+        shorts.append(run(a)[0])
+        longs.append(run(b))
+    short = min(shorts)
     long, log_likelihood = min(longs)[0], longs[0][1]
     return max(long - short, 1e-9) / (b - a), log_likelihood
 
@@ -275,9 +282,12 @@ def memory_row() -> str:
 
 
 def main() -> None:
+    global REPEATS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small grid (no 10^6 cells, no memory run)")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs of each length per cell (best taken)")
     args = parser.parse_args()
+    REPEATS = args.repeats
 
     grid, ratios, floor_ratios = gaussian_grid(args.quick)
     coins, coin_floor_ratios = coin_rows(args.quick)
