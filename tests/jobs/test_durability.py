@@ -109,7 +109,8 @@ def _fill(store: SQLiteJobStore) -> None:
 
 
 def test_a_full_store_refuses_new_jobs_with_507_and_readyz_says_why_until_it_has_room(tmp_path):
-    app = create_app(Settings(data_dir=tmp_path))
+    # A queue long enough for every insert below: on a busy machine the workers may not drain it meanwhile.
+    app = create_app(Settings(data_dir=tmp_path, queue_size=1000))
     with TestClient(app) as client:
         manager = app.state.jobs
         manager.limits = LIMITS  # probe every 0.2 s
