@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -113,7 +114,7 @@ def test_a_full_store_refuses_new_jobs_with_507_and_readyz_says_why_until_it_has
     app = create_app(Settings(data_dir=tmp_path, queue_size=1000))
     with TestClient(app) as client:
         manager = app.state.jobs
-        manager.limits = LIMITS  # probe every 0.2 s
+        manager.limits = replace(manager.limits, storage_probe_interval_s=0.2)
         store = manager.store
         _fill(store)
         refused = 0
