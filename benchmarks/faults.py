@@ -43,20 +43,16 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results import RESULTS, stamp, write_section
+from tests.jobs.helpers import wait_until
 from tests.live_server import REPO, live_server
 
 _JSON = {"content-type": "application/json"}
 DO_BATZOGLOU = ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"]
 
 
-def _until(predicate: Any, timeout_s: float = 600.0, interval_s: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"condition not met within {timeout_s} s")
+def _until(predicate: Any, timeout_s: float = 600.0) -> Any:
+    """Poll every 5 ms (the figures' resolution) until ``predicate`` gives something truthy."""
+    return wait_until(predicate, timeout_s=timeout_s, interval_s=0.005)
 
 
 def kill_rounds(rounds: int) -> str:

@@ -22,7 +22,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results import stamp, write_section
-from tests.jobs.helpers import long_gaussian_body
+from tests.jobs.helpers import long_gaussian_body, wait_until
 from tests.live_server import live_server
 
 CANCEL_TARGET_S = 2.0
@@ -42,14 +41,9 @@ _JSON = {"content-type": "application/json"}
 _FINAL = ("succeeded", "failed", "cancelled")
 
 
-def _until(predicate: Callable[[], Any], timeout_s: float = 300.0, interval_s: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"condition not met within {timeout_s} s")
+def _until(predicate: Any, timeout_s: float = 300.0) -> Any:
+    """Poll every 5 ms (the figures' resolution) until ``predicate`` gives something truthy."""
+    return wait_until(predicate, timeout_s=timeout_s, interval_s=0.005)
 
 
 def _cancel_once(http: httpx.Client, body: bytes) -> tuple[float, str]:

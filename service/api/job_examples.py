@@ -6,15 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.families.base import Family
+from service.families.examples import EXAMPLE_JOB_ID
 
-_EXAMPLE_ID = "pQ3nS2v9R1qkV0b8dW4e7A"
 _CREATED, _STARTED = "2026-11-25T12:00:00.000000Z", "2026-11-25T12:00:00.004000Z"
 
 
 def _job(family: Family[Any, Any, Any], request: dict[str, Any], **fields: Any) -> dict[str, Any]:
     summary = family.summarise(family.request.model_validate(request))
     document = {
-        "id": _EXAMPLE_ID,
+        "id": EXAMPLE_JOB_ID,
         "kind": family.kind,
         "status": "queued",
         "created_at": _CREATED,
@@ -55,7 +55,7 @@ def finished_job_example(families: Sequence[Family[Any, Any, Any]]) -> dict[str,
                     "iteration": result["value"]["restarts"][-1]["n_iter"],
                     "log_likelihood": result["value"]["restarts"][-1]["log_likelihood"],
                 },
-                result=result["value"] | {"job_id": _EXAMPLE_ID},
+                result=result["value"] | {"job_id": EXAMPLE_JOB_ID},
             )
             examples[f"{family.kind}_{name}"] = {"summary": f"{family.kind}: {example['summary']}", "value": value}
             break

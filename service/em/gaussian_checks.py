@@ -51,9 +51,10 @@ def check_inputs(
         check_weights(init_weights, K, "init.weights")
     if init_covariances is not None:
         covariances = shape_covariances(init_covariances, K, d, covariance_type)
-        _, _, collapsed = precisions_from_covariances(covariances, covariance_type, variance_floor(X, shift))
+        floor = variance_floor(X, shift)  # a pass over the points: once
+        _, _, collapsed = precisions_from_covariances(covariances, covariance_type, floor)
         if collapsed:
-            raise not_positive_definite(collapsed, variance_floor(X, shift))
+            raise not_positive_definite(collapsed, floor)
 
 
 def check_options(
