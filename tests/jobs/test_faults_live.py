@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import DO_BATZOGLOU
 from tests.jobs.helpers import wait_until
-from tests.live_server import live_server
+from tests.live_server import REPO, live_server
 
 HANG_S = 120.0  # bounds a hang; not a claim about speed
 
@@ -137,15 +138,37 @@ def test_cancelling_right_after_submitting_never_fails_over_http(tmp_path):
     assert answers.get(202, 0) > 0, answers  # the race was run, not only lost by the cancel every time
 
 
+# One BLAS thread per worker, whatever this test process was given: a worker's baseline memory depends on it.
+_ONE_BLAS_THREAD = {variable: "1" for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def _worker_baseline_mb() -> int:
+    """The data segment of a fresh fit worker (what it imports before its first job), in MB."""
+    code = (
+        "import service.jobs.worker, service.families.registry\n"
+        "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmData:')))"
+    )
+    env = {**os.environ, **_ONE_BLAS_THREAD}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, env=env)
+    return int(run.stdout) // 1024 + 1
+
+
 @pytest.mark.slow
 def test_a_fit_admitted_near_the_memory_limit_fails_alone_with_memory_limit(tmp_path):
     # The admission estimate counts what the fit holds; the worker's limit also covers its own interpreter and
-    # libraries (about 200 MB). A fit estimated just under the limit is admitted and outgrows it: it must fail as
-    # memory_limit in its own worker -- never an OOM of the host or the API -- and the next fit runs.
-    # The fit's own peak was measured between 400 and 470 MB: with the worker's 200 it is far past 480.
-    env = {"EM_DATA_DIR": str(tmp_path / "data"), "EM_WORKERS": "1", "EM_WORKER_MEMORY_MB": "480"}
+    # libraries (120 to 200 MB). A fit estimated under the limit but needing more than what the worker has left
+    # is admitted and outgrows it: it must fail as memory_limit in its own worker -- never an OOM of the host or
+    # the API -- and the next fit runs. The limit leaves a fresh worker 20 MB: room for a small fit, not for this
+    # one, whose log-responsibilities alone are 40 MB (100,000 x 50) and whose estimate (122 MB) is under it.
+    limit_mb = _worker_baseline_mb() + 20
+    env = {
+        "EM_DATA_DIR": str(tmp_path / "data"),
+        "EM_WORKERS": "1",
+        "EM_WORKER_MEMORY_MB": str(limit_mb),
+        **_ONE_BLAS_THREAD,
+    }
     points = np.random.default_rng(0).normal(size=(100_000, 1)).round(3).tolist()
-    body = {"points": points, "n_components": 200, "max_iter": 3, "seed": 0}  # estimated at 465 MB
+    body = {"points": points, "n_components": 50, "max_iter": 3, "seed": 0}
     with live_server(env) as server, httpx.Client(base_url=server.url, timeout=HANG_S) as client:
         submitted = client.post("/v1/jobs/gaussian", json=body)
         assert submitted.status_code == 202, submitted.text
