@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service.api import fit, health, jobs, metrics
+from service.api.deps import AppServices
 from service.api.edge import EdgeMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
         await manager.start()
         app.state.jobs = manager
+        app.state.services = AppServices(settings, manager, app_metrics)
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
         # the collector's sight, so full collections under load scan only what requests create.

@@ -10,23 +10,21 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Body, Depends
+from fastapi import Body, Depends, Request
 
-from service.api.deps import get_access, get_jobs, get_observer, get_settings
+from service.api.deps import get_access
 from service.families.base import Family
-from service.jobs.manager import JobManager, JobObserver
 from service.jobs.models import Access
-from service.settings import Settings
 
 
 def with_family_signature(
     handler: Callable[..., Coroutine[Any, Any, Any]],
     family: Family[Any, Any, Any],
     *,
-    observer: bool = False,
     access: bool = False,
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """``handler(body, settings, jobs[, observer][, access])`` with ``body`` typed as the family's request."""
+    """``handler(body, request[, access])`` with ``body`` typed as the family's request (the app's services
+    are read from ``request``: see :class:`service.api.deps.AppServices`)."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter(
@@ -34,13 +32,8 @@ def with_family_signature(
             keyword,
             annotation=Annotated[family.request, Body(openapi_examples=dict(family.examples))],  # type: ignore[arg-type]
         ),
-        inspect.Parameter("settings", keyword, annotation=Annotated[Settings, Depends(get_settings)]),
-        inspect.Parameter("jobs", keyword, annotation=Annotated[JobManager, Depends(get_jobs)]),
+        inspect.Parameter("request", keyword, annotation=Request),
     ]
-    if observer:
-        parameters.append(
-            inspect.Parameter("observer", keyword, annotation=Annotated[JobObserver, Depends(get_observer)])
-        )
     if access:
         parameters.append(inspect.Parameter("access", keyword, annotation=Annotated[Access, Depends(get_access)]))
     handler.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from service.api.deps import services
 from service.api.family_routes import json_examples, with_family_signature
 from service.api.routing import OrjsonRoute
 from service.api.runs import fit_now
 from service.api.views import RawJSONResponse
 from service.families.base import Family
 from service.families.registry import FAMILIES
-from service.jobs.manager import JobManager, JobObserver
 from service.schemas.common import FitOptions, Message
-from service.settings import Settings
 
 router = APIRouter(prefix="/v1/fit", tags=["fit"], route_class=OrjsonRoute)
 
@@ -30,12 +29,13 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _add_fit_route(family: Family[Any, Any, Any]) -> None:
-    async def fit(body: FitOptions, settings: Settings, jobs: JobManager, observer: JobObserver) -> RawJSONResponse:
-        return RawJSONResponse(await fit_now(family, body, settings, jobs, observer))
+    async def fit(body: FitOptions, request: Request) -> RawJSONResponse:
+        app = services(request)
+        return RawJSONResponse(await fit_now(family, body, app.settings, app.jobs, app.observer))
 
     router.add_api_route(
         f"/{family.kind}",
-        with_family_signature(fit, family, observer=True),
+        with_family_signature(fit, family),
         methods=["POST"],
         name=f"fit_{family.kind}",
         response_model=family.result,

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterable
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from service.api.deps import get_access, get_jobs
+from service.api.deps import get_access, get_jobs, services
 from service.api.family_routes import json_examples, with_family_signature
 from service.api.fit import FIT_ERRORS
 from service.api.job_examples import finished_job_example, queued_job_example
@@ -22,7 +22,6 @@ from service.jobs.manager import JobManager
 from service.jobs.models import Access, JobRecord, JobStatus
 from service.jobs.store import JobFilter
 from service.schemas.common import FitOptions, Message
-from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=OrjsonRoute)
 
@@ -36,8 +35,9 @@ def _accepted(record: JobRecord) -> RawJSONResponse:
 
 
 def _add_job_route(family: Family[Any, Any, Any]) -> None:
-    async def create_job(body: FitOptions, settings: Settings, jobs: JobManager, access: Access) -> RawJSONResponse:
-        return _accepted(await start_job(family, body, settings, jobs, access))
+    async def create_job(body: FitOptions, request: Request, access: Access) -> RawJSONResponse:
+        app = services(request)
+        return _accepted(await start_job(family, body, app.settings, app.jobs, access))
 
     router.add_api_route(
         f"/{family.kind}",

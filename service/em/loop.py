@@ -5,7 +5,7 @@ Every model goes through :func:`run_em`; a model only supplies the small hooks o
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -159,7 +159,9 @@ class Hooks:
 def start_seeds(seed: int | None, n_init: int) -> list[int]:
     """The seed of every start: the first is ``seed`` itself, so ``n_init=1, seed=s`` replays that start."""
     if seed is None:
-        seed = secrets.randbits(32)  # fresh entropy in a microsecond; a SeedSequence takes twenty
+        # A seed needs no secrecy: the random module's generator (seeded from the OS at start-up, and again in
+        # every forked worker) answers in a microsecond; the OS itself (secrets) and a SeedSequence take twenty.
+        seed = random.getrandbits(32)
     if n_init == 1:
         return [seed]  # small sync fits are a handful of iterations: spare them the derivation below
     derived = np.random.SeedSequence(seed).generate_state(max(n_init - 1, 0), dtype=np.uint32)
