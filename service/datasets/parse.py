@@ -1,0 +1,144 @@
+"""Uploaded data files into checked point arrays: NPY (never unpickled), CSV, an Arrow IPC stream.
+
+Each reader takes a file already written to disk (uploads are streamed there, never held whole in memory)
+and returns a float array of shape (n,) or (n, d), or raises :class:`MalformedData` naming what is wrong
+in words a caller can act on: the HTTP layer answers it as a 422.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+# Rows checked for finiteness at a time: a memory-mapped upload is scanned without being loaded whole.
+_SCAN_ROWS = 1 << 16
+
+
+class MalformedData(ValueError):
+    """The upload cannot be read as points; ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def read_npy(path: Path) -> NDArray[np.floating[Any]]:
+    """A NumPy ``.npy`` file, 1-D or 2-D, float64 or float32, C or Fortran order, memory-mapped.
+
+    The header is read and checked before any data: an object array (which only pickle can hold) is refused
+    there, and ``np.load`` runs with ``allow_pickle=False`` all the same.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+        except ValueError:
+            raise MalformedData("the body is not a NumPy .npy file (its first bytes are not the NPY magic)") from None
+        try:
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        except ValueError as exc:
+            raise MalformedData(f"the .npy header cannot be read: {exc}") from None
+        data_offset = handle.tell()
+    if dtype.hasobject:
+        raise MalformedData("the .npy array holds Python objects (pickled data); send float64 or float32 numbers")
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise MalformedData(f"the .npy array's dtype is {dtype}; send float64 or float32 numbers")
+    if len(shape) not in (1, 2):
+        raise MalformedData(f"the .npy array has {len(shape)} dimensions; send 1-D data or rows of d-D points (2-D)")
+    expected = data_offset + math.prod(shape) * dtype.itemsize
+    if size != expected:
+        raise MalformedData(
+            f"the .npy file is {size} bytes but its header (shape {tuple(shape)}, {dtype}) needs {expected}: "
+            f"{'truncated' if size < expected else 'trailing bytes after the array'}"
+        )
+    array: NDArray[np.floating[Any]] = np.load(path, mmap_mode="r", allow_pickle=False)
+    return check_points(array)
+
+
+def read_csv(path: Path) -> NDArray[np.float64]:
+    """Rows of numbers separated by commas, with an optional header line (a first line that is not numbers)."""
+    rows: list[list[float]] = []
+    width = None
+    with open(path, newline="", encoding="utf-8", errors="strict") as handle:
+        try:
+            for line_number, fields in enumerate(csv.reader(handle), start=1):
+                if not fields or all(not field.strip() for field in fields):
+                    continue  # blank lines (a trailing newline, say) carry nothing
+                values = _numbers(fields)
+                if values is None:
+                    if line_number == 1:
+                        continue  # the header
+                    raise MalformedData(f"line {line_number} of the CSV has a field that is not a number")
+                if width is None:
+                    width = len(values)
+                elif len(values) != width:
+                    raise MalformedData(
+                        f"line {line_number} of the CSV has {len(values)} values; the first row has {width}"
+                    )
+                rows.append(values)
+        except UnicodeDecodeError:
+            raise MalformedData("the CSV is not UTF-8 text") from None
+        except csv.Error as exc:
+            raise MalformedData(f"the CSV cannot be read: {exc}") from None
+    if not rows:
+        raise MalformedData("the CSV holds no rows of numbers")
+    points = np.array(rows, dtype=np.float64)
+    return check_points(points[:, 0] if width == 1 else points)
+
+
+def read_arrow(path: Path) -> NDArray[np.float64]:
+    """An Arrow IPC stream whose columns are the dimensions: numeric, without nulls."""
+    import pyarrow as pa  # imported on first use: only uploads need it
+
+    try:
+        with pa.memory_map(str(path)) as source, pa.ipc.open_stream(source) as reader:
+            table = reader.read_all()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise MalformedData(f"the body is not a readable Arrow IPC stream: {exc}") from None
+    if table.num_columns == 0 or table.num_rows == 0:
+        raise MalformedData("the Arrow stream holds no data (it needs at least one column and one row)")
+    columns = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+            raise MalformedData(f"Arrow column {name!r} is {column.type}; every column must hold numbers")
+        if column.null_count:
+            raise MalformedData(f"Arrow column {name!r} has {column.null_count} nulls; every value must be a number")
+        columns.append(column.to_numpy().astype(np.float64, copy=False))
+    points = columns[0] if len(columns) == 1 else np.column_stack(columns)
+    return check_points(points)
+
+
+def check_points(points: NDArray[np.floating[Any]]) -> NDArray[Any]:
+    """At least one point of at least one dimension, every value finite (scanned in blocks of rows)."""
+    if points.size == 0:
+        raise MalformedData("the data hold no points")
+    for start in range(0, len(points), _SCAN_ROWS):
+        block = np.asarray(points[start : start + _SCAN_ROWS])
+        if not np.isfinite(block).all():
+            where = np.argwhere(~np.isfinite(block))[0]
+            where[0] += start
+            raise MalformedData(f"points{''.join(f'[{i}]' for i in where.tolist())} is not a finite number")
+    return points
+
+
+def _numbers(fields: list[str]) -> list[float] | None:
+    try:
+        return [float(field) for field in fields]
+    except ValueError:
+        return None
+
+
+def npy_bytes(points: NDArray[Any]) -> bytes:
+    """``points`` as the bytes of a .npy file (for tests and clients building an upload)."""
+    buffer = io.BytesIO()
+    np.save(buffer, points, allow_pickle=False)
+    return buffer.getvalue()

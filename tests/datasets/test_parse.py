@@ -1,0 +1,124 @@
+"""Uploaded files into points: every accepted layout reads back exactly; every malformed kind is refused by name."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from service.datasets.parse import MalformedData, npy_bytes, read_arrow, read_csv, read_npy
+
+POINTS = np.random.default_rng(0).normal(size=(50, 3))
+
+
+def _write(tmp_path, data: bytes, name: str = "upload"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "array",
+    [POINTS, POINTS.astype(np.float32), np.asfortranarray(POINTS), POINTS[:, 0].copy()],
+    ids=["float64", "float32", "fortran", "1-D"],
+)
+def test_npy_reads_back_exactly_memory_mapped(tmp_path, array):
+    points = read_npy(_write(tmp_path, npy_bytes(array)))
+    assert isinstance(points, np.memmap)
+    np.testing.assert_array_equal(points, array)
+    assert points.dtype == array.dtype
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (npy_bytes(POINTS)[:-8], "truncated"),
+        (npy_bytes(POINTS) + b"\0" * 8, "trailing bytes"),
+        (b"not a numpy file at all", "not a NumPy .npy file"),
+        (npy_bytes(np.arange(6)), "dtype is int64"),
+        (npy_bytes(np.zeros((2, 2, 2))), "3 dimensions"),
+        (npy_bytes(np.array([[1.0, np.nan]])), r"points\[0\]\[1\] is not a finite number"),
+        (npy_bytes(np.array([], dtype=np.float64)), "no points"),
+    ],
+    ids=["truncated", "trailing", "not-npy", "integers", "3-D", "nan", "empty"],
+)
+def test_malformed_npy_is_refused_naming_the_problem(tmp_path, data, says):
+    with pytest.raises(MalformedData, match=says):
+        read_npy(_write(tmp_path, data))
+
+
+def test_a_pickled_object_array_is_refused_before_anything_is_unpickled(tmp_path):
+    class Bomb:
+        def __reduce__(self):
+            return (pytest.fail, ("unpickled",))
+
+    header = io.BytesIO()  # a valid header of an object array, as np.save(allow_pickle=True) writes ...
+    np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": (2,)})
+    data = header.getvalue() + pickle.dumps(np.array([Bomb(), 1.0], dtype=object))  # ... then the pickle
+    with pytest.raises(MalformedData, match="Python objects"):
+        read_npy(_write(tmp_path, data))
+
+
+def test_csv_with_and_without_a_header_reads_back(tmp_path):
+    body = "\n".join(",".join(repr(float(v)) for v in row) for row in POINTS)
+    np.testing.assert_array_equal(read_csv(_write(tmp_path, body.encode(), "a.csv")), POINTS)
+    headed = "x,y,z\n" + body + "\n\n"
+    np.testing.assert_array_equal(read_csv(_write(tmp_path, headed.encode(), "b.csv")), POINTS)
+    one_column = "value\n1.5\n2\n-3e2\n"
+    np.testing.assert_array_equal(read_csv(_write(tmp_path, one_column.encode(), "c.csv")), [1.5, 2.0, -300.0])
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("1,2\n3,4\n5\n", "line 3 of the CSV has 1 values; the first row has 2"),
+        ("x,y\n1,2\nthree,4\n", "line 3 of the CSV has a field that is not a number"),
+        ("x,y\n", "no rows of numbers"),
+        ("1,2\nnan,4\n", r"points\[1\]\[0\] is not a finite number"),
+        ("1,2\n3,inf\n", r"points\[1\]\[1\] is not a finite number"),
+    ],
+    ids=["ragged", "text", "header-only", "nan", "inf"],
+)
+def test_malformed_csv_is_refused_naming_the_line(tmp_path, body, says):
+    with pytest.raises(MalformedData, match=says):
+        read_csv(_write(tmp_path, body.encode()))
+
+
+def test_csv_that_is_not_text_is_refused(tmp_path):
+    with pytest.raises(MalformedData, match="not UTF-8"):
+        read_csv(_write(tmp_path, b"1,2\n\xff\xfe,3\n"))
+
+
+def _arrow_stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_arrow_columns_are_the_dimensions(tmp_path):
+    table = pa.table({"x": POINTS[:, 0], "y": POINTS[:, 1].astype(np.float32), "n": np.arange(50)})
+    expected = np.column_stack([POINTS[:, 0], POINTS[:, 1].astype(np.float32), np.arange(50)])
+    np.testing.assert_array_equal(read_arrow(_write(tmp_path, _arrow_stream(table))), expected)
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        (pa.table({"x": [1.0, 2.0], "label": ["a", "b"]}), "column 'label' is string"),
+        (pa.table({"x": pa.array([1.0, None])}), "column 'x' has 1 nulls"),
+        (pa.table({"x": pa.array([], type=pa.float64())}), "no data"),
+    ],
+    ids=["strings", "nulls", "empty"],
+)
+def test_malformed_arrow_is_refused_naming_the_column(tmp_path, table, says):
+    with pytest.raises(MalformedData, match=says):
+        read_arrow(_write(tmp_path, _arrow_stream(table)))
+
+
+def test_bytes_that_are_not_an_arrow_stream_are_refused(tmp_path):
+    with pytest.raises(MalformedData, match="not a readable Arrow IPC stream"):
+        read_arrow(_write(tmp_path, b"\x00\x01 definitely not arrow"))
