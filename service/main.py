@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from service.api import datasets as dataset_routes
 from service.api import fit, health, jobs, metrics
 from service.api.deps import AppServices
 from service.api.edge import EdgeMiddleware
@@ -17,6 +18,7 @@ from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.routing import AllowedMethodsMiddleware
 from service.api.security import UNAUTHORIZED, require_api_key
+from service.datasets.store import DatasetStore
 from service.jobs.manager import JobLimits, LocalJobManager
 from service.jobs.store import SQLiteJobStore
 from service.logs import configure_logging
@@ -54,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
         await manager.start()
         app.state.jobs = manager
-        app.state.services = AppServices(settings, manager, app_metrics)
+        datasets = DatasetStore(settings.data_dir)
+        app.state.services = AppServices(settings, manager, app_metrics, datasets)
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
         # the collector's sight, so full collections under load scan only what requests create.
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await manager.stop()
+            datasets.close()
 
     # Swagger UI and ReDoc assets are served by the app itself: /docs works behind a firewall.
     app = FastAPIOffline(
@@ -78,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED}
     app.include_router(fit.router, **protected)  # type: ignore[arg-type]
     app.include_router(jobs.router, **protected)  # type: ignore[arg-type]
+    app.include_router(dataset_routes.router, **protected)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(metrics.router)
     # Innermost first. Allow names every method of a path. The edge refuses from the head alone (431, 413,

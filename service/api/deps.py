@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.api.security import Principal, get_principal
+from service.datasets.store import DatasetStore
 from service.jobs.manager import JobManager, JobObserver
 from service.jobs.models import Access
 from service.settings import Settings
@@ -28,6 +29,7 @@ class AppServices:
     settings: Settings
     jobs: JobManager
     observer: JobObserver  # where fits run inline report (the app's metrics), as the job manager reports its jobs
+    datasets: DatasetStore
 
 
 def services(request: Request) -> AppServices:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from service.api.datasets import attach_dataset
 from service.api.deps import services
 from service.api.family_routes import json_examples, with_family_signature
 from service.api.routing import OrjsonRoute
@@ -31,6 +32,7 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
 def _add_fit_route(family: Family[Any, Any, Any]) -> None:
     async def fit(body: FitOptions, request: Request) -> RawJSONResponse:
         app = services(request)
+        attach_dataset(family, body, request)
         return RawJSONResponse(await fit_now(family, body, app.settings, app.jobs, app.observer))
 
     router.add_api_route(

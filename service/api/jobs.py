@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from service.api.datasets import attach_dataset
 from service.api.deps import get_access, get_jobs, services
 from service.api.family_routes import json_examples, with_family_signature
 from service.api.fit import FIT_ERRORS
@@ -37,6 +38,7 @@ def _accepted(record: JobRecord) -> RawJSONResponse:
 def _add_job_route(family: Family[Any, Any, Any]) -> None:
     async def create_job(body: FitOptions, request: Request, access: Access) -> RawJSONResponse:
         app = services(request)
+        attach_dataset(family, body, request)
         return _accepted(await start_job(family, body, app.settings, app.jobs, access))
 
     router.add_api_route(

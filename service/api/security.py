@@ -90,6 +90,11 @@ def _presented_key(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
 
 async def get_principal(request: Request) -> Principal:
     """The caller, as the edge middleware identified it (a 401 if it did not: fail closed)."""
+    return principal_of(request)
+
+
+def principal_of(request: Request) -> Principal:
+    """``get_principal`` for a handler that needs the caller only sometimes (no per-request dependency)."""
     principal = request.scope.get("state", {}).get("principal")
     if not isinstance(principal, Principal):
         raise HTTPException(status_code=401, detail=UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})

@@ -69,3 +69,4 @@ class Family(Generic[RequestT, TaskT, SolutionT]):
     solve: Callable[[TaskT, Hooks | None], SolutionT]
     render: Callable[[SolutionT, str], bytes]
     result_examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_kind: str | None = None  # what an uploaded dataset must hold to be fitted by name ("points", "coins")

@@ -57,13 +57,16 @@ class CoinSolution:
 
 def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s: float) -> CoinTask:
     """Counts from the request (sequences are counted here, once), within the server's caps."""
-    field = "sequences" if request.sequences is not None else "counts"
+    field = "sequences" if request.sequences is not None else "counts" if request.counts is not None else "dataset"
     check_size(
         settings, field=field, n_observations=request.n_experiments, n_components=request.n_coins,
         components_field="n_coins",
     )  # fmt: skip
     if request.sequences is not None:
         heads, tails = parse_sequences(request.sequences)
+    elif request.dataset is not None:
+        experiments = request.dataset_array()  # columns heads, tails
+        heads, tails = np.array(experiments[:, 0], dtype=np.float64), np.array(experiments[:, 1], dtype=np.float64)
     else:
         assert request.counts is not None
         heads = np.array([c.heads for c in request.counts], dtype=np.float64)
@@ -138,4 +141,5 @@ FAMILY = Family(
     summarise=summarise,
     solve=solve,
     render=render,
+    dataset_kind="coins",
 )

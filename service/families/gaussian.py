@@ -74,7 +74,8 @@ def _covariance_numbers(covariance_type: CovarianceType, K: int, d: int) -> int:
 
 
 def make_task(request: GaussianFitRequest, settings: Settings, default_time_limit_s: float) -> GaussianTask:
-    X = request.points if request.points.ndim == 2 else request.points[:, None]
+    points = np.asarray(request.points_array(), dtype=np.float64)  # a float64 dataset stays memory-mapped
+    X = points if points.ndim == 2 else points[:, None]
     check_size(settings, field="points", n_observations=X.shape[0], n_features=X.shape[1],
                n_components=request.n_components)  # fmt: skip
     init = request.init
@@ -154,7 +155,7 @@ def render(solution: GaussianSolution, job_id: str) -> bytes:
 
 
 def summarise(request: GaussianFitRequest) -> dict[str, Any]:
-    X = request.points
+    X = request.points_array()
     return {
         "n_points": int(X.shape[0]),
         "n_features": int(X.shape[1]) if X.ndim == 2 else 1,
@@ -180,4 +181,5 @@ FAMILY = Family(
     summarise=summarise,
     solve=solve,
     render=render,
+    dataset_kind="points",
 )

@@ -84,6 +84,9 @@ class JobManager(Protocol):
 
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]: ...
     def store_size_bytes(self) -> int: ...
+    def uses_dataset(self, dataset_id: str) -> bool:
+        """Whether a queued or running job fits this dataset (it must not be deleted under it)."""
+        ...
 
 
 class JobObserver(Protocol):
@@ -243,6 +246,13 @@ class LocalJobManager:
             return await self.get(job_id)
         await active.done.wait()
         return active.record
+
+    def uses_dataset(self, dataset_id: str) -> bool:
+        # Every queued or running job is in memory; its summary names the dataset it fits.
+        return any(
+            not active.record.finished and active.record.request.get("dataset") == dataset_id
+            for active in self._active.values()
+        )
 
     async def get(self, job_id: str, access: Access = EVERYONE) -> JobRecord:
         """The job, if ``access`` may see it: another tenant's job is as unknown as a missing one."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from service.em.loop import FitOutcome
 
@@ -38,6 +38,13 @@ class JobRecord:
         return self.status in FINAL_STATUSES
 
 
+class Owned(Protocol):
+    """Anything stored for a tenant: a job, a dataset."""
+
+    @property
+    def owner(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Access:
     """Who is asking: a tenant (one per API key; None on a service without keys) and whether it is an admin."""
@@ -45,7 +52,7 @@ class Access:
     tenant: str | None = None
     admin: bool = False
 
-    def may_see(self, record: JobRecord) -> bool:
+    def may_see(self, record: Owned) -> bool:
         return self.admin or self.tenant is None or record.owner == self.tenant
 
     @property

@@ -53,8 +53,9 @@ class CoinFitRequest(FitOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if (self.sequences is None) == (self.counts is None):
-            raise ValueError("give exactly one of sequences or counts")
+        given = [name for name in ("sequences", "counts", "dataset") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of sequences, counts or dataset (got {', '.join(given) or 'none'})")
         if self.init is not None:
             if len(self.init.biases) != self.n_coins:
                 raise ValueError(f"init.biases has {len(self.init.biases)} values, expected n_coins = {self.n_coins}")
@@ -66,6 +67,8 @@ class CoinFitRequest(FitOptions):
 
     @property
     def n_experiments(self) -> int:
+        if self.dataset is not None:
+            return len(self.dataset_array())
         return len(self.sequences if self.sequences is not None else self.counts or [])
 
 

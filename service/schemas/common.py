@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from service.em.loop import StopReason, TraceMode
 
@@ -38,10 +40,26 @@ class FitOptions(BaseModel):
         gt=0,
         description="wall-clock budget for the fit (null = the server default; the server caps it)",
     )
+    dataset: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="the id of an uploaded dataset (POST /v1/datasets) to fit, instead of sending the data",
+    )
+    # The named dataset's array, attached by the API once it has checked the dataset is the caller's.
+    _dataset_array: NDArray[np.floating[Any]] | None = PrivateAttr(None)
+
+    def attach_dataset(self, array: NDArray[np.floating[Any]]) -> None:
+        self._dataset_array = array
+
+    def dataset_array(self) -> NDArray[np.floating[Any]]:
+        assert self._dataset_array is not None, "the API attaches a named dataset before the request is used"
+        return self._dataset_array
 
     def options_summary(self) -> dict[str, Any]:
-        """The common options as a job record shows them."""
-        return self.model_dump(include={"max_iter", "tol", "n_init", "seed", "trace", "time_limit_s"})
+        """The common options as a job record shows them (and the dataset fitted, when one is named)."""
+        summary = self.model_dump(include={"max_iter", "tol", "n_init", "seed", "trace", "time_limit_s"})
+        return summary | ({"dataset": self.dataset} if self.dataset is not None else {})
 
 
 class TraceEntry(BaseModel):
@@ -77,3 +95,15 @@ class Message(BaseModel):
     """An error that is not about one field: ``{"detail": "what went wrong"}``."""
 
     detail: str
+
+
+class Problem(BaseModel):
+    loc: list[str | int] = Field(description="where: body, then the field's path")
+    msg: str = Field(description="what is wrong, in words a caller can act on")
+    type: str
+
+
+class Problems(BaseModel):
+    """A 422's body, as FastAPI shapes it for routes that declare their body themselves (uploads)."""
+
+    detail: list[Problem]

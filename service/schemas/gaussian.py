@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype
@@ -35,7 +37,7 @@ class GaussianFitRequest(FitOptions):
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
-    points: Points
+    points: Points | None = Field(None, description="the point cloud (or name an uploaded one as dataset)")
     n_components: int = Field(2, ge=1, description="K, the number of normal groups")
     covariance_type: CovarianceType = Field("full", description="as scikit-learn's GaussianMixture defines them")
     init: GaussianInit | None = None
@@ -52,9 +54,15 @@ class GaussianFitRequest(FitOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if (self.points is None) == (self.dataset is None):
+            raise ValueError("give exactly one of points or dataset")
         if self.n_init > 1 and self.init is not None and self.init.means is not None:
             raise ValueError("n_init must be 1 when init.means is given (every start would be the same)")
         return self
+
+    def points_array(self) -> NDArray[np.floating[Any]]:
+        """The points sent, or those of the dataset named."""
+        return self.points if self.points is not None else self.dataset_array()
 
 
 class GaussianParamsOut(BaseModel):

@@ -1,0 +1,214 @@
+"""Datasets over HTTP: each upload format stored and read back, malformed files named, tenants apart."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+from fastapi.testclient import TestClient
+
+from service.datasets.parse import npy_bytes
+from service.main import create_app
+from service.settings import Settings
+from tests.conftest import DO_BATZOGLOU
+from tests.jobs.helpers import wait_until
+from tests.live_server import live_server
+
+POINTS = np.random.default_rng(1).normal(size=(40, 2))
+NPY, ARROW, CSV = "application/x-npy", "application/vnd.apache.arrow.stream", "text/csv"
+
+
+def _arrow(points: np.ndarray) -> bytes:
+    table = pa.table({f"x{j}": points[:, j] for j in range(points.shape[1])})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _csv(points: np.ndarray) -> bytes:
+    return ("a,b\n" + "\n".join(",".join(repr(float(v)) for v in row) for row in points)).encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [(NPY, npy_bytes(POINTS)), (ARROW, _arrow(POINTS)), (CSV, _csv(POINTS))],
+    ids=["npy", "arrow", "csv"],
+)
+def test_an_upload_is_stored_read_listed_and_deleted(client, content_type, body):
+    response = client.post("/v1/datasets", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 201, response.text
+    record = response.json()
+    assert response.headers["Location"] == f"/v1/datasets/{record['id']}"
+    assert record | {"id": None, "created_at": None} == {
+        "id": None, "kind": "points", "n": 40, "d": 2, "dtype": "float64", "bytes": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(), "created_at": None,
+    }  # fmt: skip
+    assert client.get(f"/v1/datasets/{record['id']}").json() == record
+    assert [item["id"] for item in client.get("/v1/datasets").json()["items"]] == [record["id"]]
+    assert client.delete(f"/v1/datasets/{record['id']}").status_code == 204
+    assert client.get(f"/v1/datasets/{record['id']}").status_code == 404
+    assert client.get("/v1/datasets").json() == {"items": [], "next_cursor": None}
+
+
+def test_json_uploads_hold_points_or_coin_experiments(client):
+    points = client.post("/v1/datasets", json={"points": POINTS[:, 0].tolist()}).json()
+    assert (points["kind"], points["n"], points["d"]) == ("points", 40, 1)
+    coins = client.post("/v1/datasets", json={"sequences": DO_BATZOGLOU}).json()
+    assert (coins["kind"], coins["n"], coins["d"]) == ("coins", 5, 2)
+    counts = client.post("/v1/datasets", json={"counts": [{"heads": 3, "tails": 1}]}).json()
+    assert (counts["kind"], counts["n"]) == ("coins", 1)
+
+
+def test_listing_pages_newest_first(client):
+    ids = [client.post("/v1/datasets", json={"points": [float(i), 1.0]}).json()["id"] for i in range(5)]
+    first = client.get("/v1/datasets?limit=3").json()
+    second = client.get(f"/v1/datasets?limit=3&cursor={first['next_cursor']}").json()
+    assert [d["id"] for d in first["items"] + second["items"]] == ids[::-1]
+    assert second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "says"),
+    [
+        (NPY, npy_bytes(POINTS)[:-5], "truncated"),
+        (NPY, npy_bytes(np.zeros((2, 2, 2))), "3 dimensions"),
+        (NPY, npy_bytes(np.arange(3)), "dtype is int64"),
+        (CSV, b"1,2\n3\n", "line 2 of the CSV has 1 values"),
+        (ARROW, _arrow(POINTS)[:40], "not a readable Arrow IPC stream"),
+        (NPY, b"", "the body is empty"),
+        ("application/json", b'{"points": [1, 2', "not valid JSON"),
+    ],
+    ids=["npy-truncated", "npy-3d", "npy-int", "csv-ragged", "arrow-cut", "empty", "json-cut"],
+)
+def test_a_malformed_upload_is_a_422_naming_the_problem(client, content_type, body, says):
+    response = client.post("/v1/datasets", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text
+    assert says in response.json()["detail"][0]["msg"]
+    assert client.get("/v1/datasets").json()["items"] == []  # nothing half-stored
+
+
+def test_json_upload_needs_exactly_one_kind_of_data(client):
+    response = client.post("/v1/datasets", json={"points": [1.0, 2.0], "sequences": ["HT"]})
+    assert response.status_code == 422
+    assert "exactly one of points, sequences, counts" in response.json()["detail"][0]["msg"]
+    response = client.post("/v1/datasets", json={"points": [[1.0, 2.0], [3.0]]})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "points"]
+
+
+def test_other_content_types_are_a_415(client):
+    response = client.post("/v1/datasets", content=b"1 2 3", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415 and "application/x-npy" in response.json()["detail"]
+
+
+def test_caps_apply_to_uploads(tmp_path):
+    with TestClient(create_app(Settings(data_dir=tmp_path, max_features=3))) as client:
+        response = client.post("/v1/datasets", content=npy_bytes(np.zeros((4, 5))), headers={"Content-Type": NPY})
+        assert response.status_code == 422 and "at most 3" in response.json()["detail"][0]["msg"]
+
+
+def test_another_key_cannot_see_or_delete_a_dataset(tmp_path):
+    settings = Settings(data_dir=tmp_path, api_keys=["key-a", "key-b"], admin_keys=["key-admin"])
+    a, b, admin = ({"Authorization": f"Bearer {key}"} for key in ("key-a", "key-b", "key-admin"))
+    with TestClient(create_app(settings)) as client:
+        dataset = client.post("/v1/datasets", json={"points": [1.0, 2.0]}, headers=a).json()
+        path = f"/v1/datasets/{dataset['id']}"
+        assert client.get(path, headers=b).status_code == 404
+        assert client.delete(path, headers=b).status_code == 404
+        assert client.get("/v1/datasets", headers=b).json()["items"] == []
+        assert client.get(path, headers=admin).status_code == 200
+        assert client.post("/v1/datasets", json={"points": [1.0]}).status_code == 401
+        assert client.get(path, headers=a).status_code == 200
+
+
+def _upload(client, array, headers=None):
+    response = client.post("/v1/datasets", content=npy_bytes(array), headers={"Content-Type": NPY, **(headers or {})})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_fit_by_dataset_id_equals_the_fit_of_the_points_sent(client, dtype):
+    points = POINTS.astype(dtype)
+    dataset = _upload(client, points)
+    options = {"n_components": 2, "seed": 3}
+    by_id = client.post("/v1/fit/gaussian", json={"dataset": dataset, **options})
+    sent = client.post("/v1/fit/gaussian", json={"points": points.astype(np.float64).tolist(), **options})
+    assert by_id.status_code == sent.status_code == 200, by_id.text
+    drop = {"job_id", "elapsed_ms"}
+    assert {k: v for k, v in by_id.json().items() if k not in drop} == {
+        k: v for k, v in sent.json().items() if k not in drop
+    }
+
+
+def test_a_coin_dataset_fits_as_its_sequences(client):
+    dataset = client.post("/v1/datasets", json={"sequences": DO_BATZOGLOU}).json()["id"]
+    body = {"init": {"biases": [0.6, 0.5]}, "tol": 1e-8}
+    by_id = client.post("/v1/fit/coins", json={"dataset": dataset, **body}).json()
+    sent = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU, **body}).json()
+    assert by_id["params"] == sent["params"] and by_id["log_likelihood"] == sent["log_likelihood"]
+
+
+def test_a_job_by_dataset_id_records_it_and_holds_the_dataset_until_it_ends(client):
+    dataset = _upload(client, np.random.default_rng(2).normal(size=(20_000, 3)))
+    body = {"dataset": dataset, "n_components": 4, "max_iter": 10_000, "tol": 0, "seed": 0}
+    job = client.post("/v1/jobs/gaussian", json=body).json()
+    assert job["request"]["dataset"] == dataset and job["request"]["n_points"] == 20_000
+    refused = client.delete(f"/v1/datasets/{dataset}")
+    assert refused.status_code == 409 and "uses this dataset" in refused.json()["detail"]
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code in (200, 202)
+    wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled")
+    assert client.delete(f"/v1/datasets/{dataset}").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"dataset": "nope"}, "no dataset 'nope'"),
+        ({"dataset": "x", "points": [1.0, 2.0]}, "exactly one of points or dataset"),
+        ({}, "exactly one of points or dataset"),
+    ],
+    ids=["unknown", "both", "neither"],
+)
+def test_a_fit_naming_a_bad_dataset_is_a_422(client, body, says):
+    response = client.post("/v1/fit/gaussian", json=body)
+    assert response.status_code == 422, response.text
+    assert says in response.json()["detail"][0]["msg"]
+
+
+def test_a_dataset_of_the_wrong_kind_is_a_422(client):
+    coins = client.post("/v1/datasets", json={"counts": [{"heads": 1, "tails": 2}]}).json()["id"]
+    response = client.post("/v1/fit/gaussian", json={"dataset": coins})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "dataset"]
+    assert "holds coins; a gaussian fit needs points" in response.json()["detail"][0]["msg"]
+
+
+def test_another_key_cannot_fit_a_dataset_it_does_not_own(tmp_path):
+    settings = Settings(data_dir=tmp_path, api_keys=["key-a", "key-b"])
+    a, b = ({"Authorization": f"Bearer {key}"} for key in ("key-a", "key-b"))
+    with TestClient(create_app(settings)) as client:
+        dataset = _upload(client, POINTS, a)
+        assert client.post("/v1/fit/gaussian", json={"dataset": dataset}, headers=a).status_code == 200
+        refused = client.post("/v1/fit/gaussian", json={"dataset": dataset}, headers=b)
+        assert refused.status_code == 422 and f"no dataset {dataset!r}" in refused.json()["detail"][0]["msg"]
+
+
+def test_upload_then_fit_by_id_over_a_real_server(tmp_path):
+    body = npy_bytes(np.random.default_rng(4).normal(size=(5_000, 2)))
+    with live_server({"EM_DATA_DIR": str(tmp_path / "data")}) as server:
+        # Streamed in chunks, as a large upload arrives.
+        chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+        uploaded = httpx.post(f"{server.url}/v1/datasets", content=chunks, headers={"Content-Type": NPY}, timeout=60)
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["sha256"] == hashlib.sha256(body).hexdigest()
+        fit = httpx.post(
+            f"{server.url}/v1/fit/gaussian", json={"dataset": uploaded.json()["id"], "seed": 0}, timeout=60
+        )
+        assert fit.status_code == 200, fit.text[:500]
+        assert fit.json()["n_iter"] >= 1 and len(fit.json()["params"]["weights"]) == 2
+    with live_server({"EM_DATA_DIR": str(tmp_path / "data")}) as restarted:  # kept across a restart
+        assert httpx.get(f"{restarted.url}/v1/datasets/{uploaded.json()['id']}").json() == uploaded.json()
