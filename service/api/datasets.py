@@ -203,7 +203,8 @@ def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Req
         raise EMError(
             f"dataset {record.id!r} holds {record.kind}; a {family.kind} fit needs {family.dataset_kind}", "dataset"
         )
-    body.attach_dataset(np.load(store.file(record.id), mmap_mode="r", allow_pickle=False))
+    file = store.file(record.id)
+    body.attach_dataset(np.load(file, mmap_mode="r", allow_pickle=False), file)
 
 
 def _existing(store: DatasetStore, dataset_id: str, access: Access) -> DatasetRecord:

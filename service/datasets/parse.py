@@ -130,6 +130,12 @@ def check_points(points: NDArray[np.floating[Any]]) -> NDArray[Any]:
     return points
 
 
+def open_points(path: Path) -> NDArray[np.float64]:
+    """A stored dataset's points as (n, d) float64, memory-mapped when stored as float64 (checked at upload)."""
+    points = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False), dtype=np.float64)
+    return points if points.ndim == 2 else points[:, None]
+
+
 def _numbers(fields: list[str]) -> list[float] | None:
     try:
         return [float(field) for field in fields]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from service.datasets.parse import open_points
 from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
@@ -35,6 +37,20 @@ class GaussianTask:
     init_weights: Any = None
     return_labels: bool = True
     return_responsibilities: bool = False
+    # Set when X is an uploaded dataset's: the task then reaches its worker as this path, which the worker maps,
+    # not as a pickled copy of the points (the dataset cannot be deleted while a job fits it).
+    data_file: Path | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.data_file is not None:
+            state["X"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["X"] is None:
+            state["X"] = open_points(state["data_file"])
+        self.__dict__.update(state)
 
     @property
     def work_per_iteration(self) -> int:
@@ -92,6 +108,7 @@ def make_task(request: GaussianFitRequest, settings: Settings, default_time_limi
         init_weights=init.weights if init else None,
         return_labels=request.return_labels,
         return_responsibilities=request.return_responsibilities,
+        data_file=request.dataset_file(),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,11 +47,16 @@ class FitOptions(BaseModel):
         max_length=64,
         description="the id of an uploaded dataset (POST /v1/datasets) to fit, instead of sending the data",
     )
-    # The named dataset's array, attached by the API once it has checked the dataset is the caller's.
+    # The named dataset (its array, memory-mapped, and its file), attached by the API once it has checked the
+    # dataset is the caller's.
     _dataset_array: NDArray[np.floating[Any]] | None = PrivateAttr(None)
+    _dataset_file: Path | None = PrivateAttr(None)
 
-    def attach_dataset(self, array: NDArray[np.floating[Any]]) -> None:
-        self._dataset_array = array
+    def attach_dataset(self, array: NDArray[np.floating[Any]], file: Path) -> None:
+        self._dataset_array, self._dataset_file = array, file
+
+    def dataset_file(self) -> Path | None:
+        return self._dataset_file
 
     def dataset_array(self) -> NDArray[np.floating[Any]]:
         assert self._dataset_array is not None, "the API attaches a named dataset before the request is used"

@@ -212,3 +212,32 @@ def test_upload_then_fit_by_id_over_a_real_server(tmp_path):
         assert fit.json()["n_iter"] >= 1 and len(fit.json()["params"]["weights"]) == 2
     with live_server({"EM_DATA_DIR": str(tmp_path / "data")}) as restarted:  # kept across a restart
         assert httpx.get(f"{restarted.url}/v1/datasets/{uploaded.json()['id']}").json() == uploaded.json()
+
+
+def test_a_job_on_a_dataset_reaches_its_worker_as_a_path_not_a_copy(client):
+    import pickle
+
+    from service.families.gaussian import make_task
+    from service.schemas.gaussian import GaussianFitRequest
+
+    dataset = _upload(client, np.random.default_rng(5).normal(size=(30_000, 4)))
+    store = client.app.state.services.datasets
+    request = GaussianFitRequest.model_validate({"dataset": dataset})
+    file = store.file(dataset)
+    request.attach_dataset(np.load(file, mmap_mode="r"), file)
+    task = make_task(request, Settings(), 60.0)
+    shipped = pickle.dumps(task)
+    assert len(shipped) < 10_000  # the points are 960 KB
+    arrived = pickle.loads(shipped)
+    np.testing.assert_array_equal(arrived.X, task.X)
+    assert arrived.X.shape == (30_000, 4)
+
+
+def test_a_fit_by_dataset_id_on_a_worker_equals_the_fit_of_the_points_sent(tmp_path):
+    with TestClient(create_app(Settings(data_dir=tmp_path, inline_fit_budget=0))) as client:
+        points = np.random.default_rng(6).normal(size=(3_000, 3))
+        dataset = _upload(client, points[:, 0].copy())  # 1-D, as a worker reopens it
+        options = {"n_components": 3, "seed": 1, "return_labels": False}
+        by_id = client.post("/v1/fit/gaussian", json={"dataset": dataset, **options}).json()
+        sent = client.post("/v1/fit/gaussian", json={"points": points[:, 0].tolist(), **options}).json()
+        assert by_id["params"] == sent["params"] and by_id["log_likelihood"] == sent["log_likelihood"]
