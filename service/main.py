@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +28,8 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings
 
+logger = logging.getLogger("service.main")
+
 DESCRIPTION = """
 Fits statistical models by Expectation-Maximisation.
 
@@ -36,6 +41,18 @@ Fits statistical models by Expectation-Maximisation.
 Every fit returns the parameters, an iteration trace, a convergence flag and the reason it stopped.
 Short fits: `/v1/fit/*`. Long ones: `/v1/jobs/*`, followed live at `/v1/jobs/{id}/events`.
 """
+
+
+_DATASET_EXPIRY_INTERVAL_S = 3600.0
+
+
+async def _expire_datasets(datasets: DatasetStore, jobs: LocalJobManager, retention_s: float) -> None:
+    """At start-up, then hourly: delete datasets neither uploaded nor fitted within the retention period."""
+    while True:
+        expired = datasets.expire(time.time() - retention_s, jobs.uses_dataset)
+        if expired:
+            logger.info("expired %d datasets", expired)
+        await asyncio.sleep(_DATASET_EXPIRY_INTERVAL_S)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,9 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the collector's sight, so full collections under load scan only what requests create.
         gc.collect()
         gc.freeze()
+        expiry = asyncio.create_task(_expire_datasets(datasets, manager, settings.dataset_retention_s))
         try:
             yield
         finally:
+            expiry.cancel()
             await manager.stop()
             datasets.close()
 

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="fit worker processes")
     queue_size: int = Field(64, ge=1, description="jobs waiting for a worker before new ones get 503")
     job_retention_s: float = Field(7 * 24 * 3600, gt=0, description="how long finished jobs are kept")
+    dataset_retention_s: float = Field(
+        30 * 24 * 3600, gt=0, description="how long a dataset is kept after its upload or its last fit"
+    )
     store_max_mb: int | None = Field(
         2048, ge=1, description="past this size the oldest finished jobs are evicted (None: only retention)"
     )

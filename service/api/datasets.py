@@ -203,6 +203,7 @@ def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Req
         raise EMError(
             f"dataset {record.id!r} holds {record.kind}; a {family.kind} fit needs {family.dataset_kind}", "dataset"
         )
+    store.touch(record.id)
     file = store.file(record.id)
     body.attach_dataset(np.load(file, mmap_mode="r", allow_pickle=False), file)
 

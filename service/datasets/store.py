@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,10 +30,12 @@ CREATE TABLE IF NOT EXISTS datasets (
     dtype       TEXT NOT NULL,
     bytes       INTEGER NOT NULL,
     sha256      TEXT NOT NULL,
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    used_at     REAL
 );
 CREATE INDEX IF NOT EXISTS datasets_by_created ON datasets (created_at DESC, id DESC);
 """
+_COLUMNS = "id, owner, kind, n, d, dtype, bytes, sha256, created_at"  # a DatasetRecord's fields, in order
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,13 @@ class DatasetStore:
     def add(self, record: DatasetRecord, npy_file: Path) -> None:
         os.replace(npy_file, self.file(record.id))
         self._db.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO datasets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.id, record.owner, record.kind, record.n, record.d, record.dtype, record.bytes,
              record.sha256, record.created_at),
         )  # fmt: skip
 
     def get(self, dataset_id: str, access: Access) -> DatasetRecord | None:
-        row = self._db.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
         record = None if row is None else DatasetRecord(*row)
         return record if record is not None and access.may_see(record) else None
 
@@ -107,10 +110,24 @@ class DatasetStore:
             if after is not None:
                 where.append("(created_at, id) < (?, ?)")
                 args.extend(after)
-        sql = "SELECT * FROM datasets" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = f"SELECT {_COLUMNS} FROM datasets" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
         records = [DatasetRecord(*row) for row in rows[:limit]]
         return records, (records[-1].id if len(rows) > limit else None)
+
+    def touch(self, dataset_id: str) -> None:
+        """Note a fit of the dataset: retention counts from its last use."""
+        self._db.execute("UPDATE datasets SET used_at = ? WHERE id = ?", (now(), dataset_id))
+
+    def expire(self, before: float, in_use: Callable[[str], bool]) -> int:
+        """Delete the datasets neither uploaded nor fitted since ``before`` (unless a job fits one now)."""
+        rows = self._db.execute(
+            "SELECT id FROM datasets WHERE max(created_at, coalesce(used_at, 0)) < ?", (before,)
+        ).fetchall()
+        expired = [dataset_id for (dataset_id,) in rows if not in_use(dataset_id)]
+        for dataset_id in expired:
+            self.delete(dataset_id)
+        return len(expired)
 
     def delete(self, dataset_id: str) -> None:
         self._db.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import httpx
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.datasets.parse import npy_bytes
+from service.datasets.store import DatasetStore
+from service.jobs.models import EVERYONE
 from service.main import create_app
 from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
@@ -241,3 +244,22 @@ def test_a_fit_by_dataset_id_on_a_worker_equals_the_fit_of_the_points_sent(tmp_p
         by_id = client.post("/v1/fit/gaussian", json={"dataset": dataset, **options}).json()
         sent = client.post("/v1/fit/gaussian", json={"points": points[:, 0].tolist(), **options}).json()
         assert by_id["params"] == sent["params"] and by_id["log_likelihood"] == sent["log_likelihood"]
+
+
+def test_datasets_expire_after_their_retention_counted_from_their_last_fit(tmp_path):
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as client:
+        idle = client.post("/v1/datasets", json={"points": [1.0, 2.0, 3.0]}).json()["id"]
+        fitted = client.post("/v1/datasets", json={"points": [1.0, 2.0, 3.0]}).json()["id"]
+    store = DatasetStore(tmp_path)
+    old = time.time() - 10.0
+    store._db.execute("UPDATE datasets SET created_at = ?", (old,))  # both uploaded 10 s ago
+    store.touch(fitted)  # ... and one fitted just now
+    assert store.expire(time.time() - 5.0, in_use=lambda dataset_id: False) == 1
+    assert store.get(fitted, EVERYONE) is not None and store.get(idle, EVERYONE) is None
+    assert not store.file(idle).exists()
+    store._db.execute("UPDATE datasets SET created_at = ?, used_at = ?", (old, old))
+    assert store.expire(time.time() - 5.0, in_use=lambda dataset_id: dataset_id == fitted) == 0  # a job fits it
+    store.close()
+    # On start-up the service expires what is past its retention.
+    with TestClient(create_app(Settings(data_dir=tmp_path, dataset_retention_s=5.0))) as client:
+        assert client.get(f"/v1/datasets/{fitted}").status_code == 404
