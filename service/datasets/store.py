@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.jobs.models import Access, new_job_id
+from service.jobs.store import InvalidCursor
 
 DatasetKind = Literal["points", "coins"]
 
@@ -107,9 +108,10 @@ class DatasetStore:
             args.append(access.owner_filter)
         if cursor:
             after = self._db.execute("SELECT created_at, id FROM datasets WHERE id = ?", (cursor,)).fetchone()
-            if after is not None:
-                where.append("(created_at, id) < (?, ?)")
-                args.extend(after)
+            if after is None:
+                raise InvalidCursor("cursor is not a next_cursor this listing gave (pass next_cursor back as given)")
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(after)
         sql = f"SELECT {_COLUMNS} FROM datasets" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
         records = [DatasetRecord(*row) for row in rows[:limit]]

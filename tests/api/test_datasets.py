@@ -263,3 +263,10 @@ def test_datasets_expire_after_their_retention_counted_from_their_last_fit(tmp_p
     # On start-up the service expires what is past its retention.
     with TestClient(create_app(Settings(data_dir=tmp_path, dataset_retention_s=5.0))) as client:
         assert client.get(f"/v1/datasets/{fitted}").status_code == 404
+
+
+def test_a_cursor_the_listing_did_not_give_is_a_422(client):
+    client.post("/v1/datasets", json={"points": [1.0, 2.0]})
+    response = client.get("/v1/datasets?cursor=garbage")
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "cursor"]
+    assert client.get("/v1/datasets?cursor=").status_code == 200  # empty: the first page, as for jobs
