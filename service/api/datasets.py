@@ -6,36 +6,30 @@ checked off the event loop; a malformed file is a 422 naming what is wrong.
 
 from __future__ import annotations
 
+import errno
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import numpy as np
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from numpy.typing import NDArray
-from pydantic import ValidationError
 
 from service.api.deps import get_access, services
+from service.api.routing import parse_limiter
 from service.api.security import principal_of
-from service.datasets.parse import MalformedData, check_points, read_arrow, read_csv, read_npy
-from service.datasets.store import DatasetKind, DatasetRecord, DatasetStore, now
-from service.em.coins import parse_sequences
+from service.datasets.ingest import ARROW, CONTENT_TYPES, CSV, JSON, NPY, ingest
+from service.datasets.parse import MalformedData
+from service.datasets.store import DatasetRecord, DatasetStore, now
 from service.em.errors import EMError
 from service.families.base import Family
-from service.families.limits import check_size
-from service.jobs.models import Access, new_job_id
+from service.jobs.models import Access, StorageError, StorageFull, new_job_id
 from service.schemas.common import FitOptions, Message, Problems
 from service.schemas.datasets import Dataset, DatasetJSON, DatasetPage
-from service.settings import Settings
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-NPY, ARROW, CSV, JSON = "application/x-npy", "application/vnd.apache.arrow.stream", "text/csv", "application/json"
-_READERS: dict[str, Callable[[Path], NDArray[Any]]] = {NPY: read_npy, ARROW: read_arrow, CSV: read_csv}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such dataset", "model": Message}}
 
 _UPLOAD_BODY = {
@@ -73,33 +67,34 @@ async def upload_dataset(
     no nulls) or `text/csv` (numbers, an optional header line)."""
     app = services(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in (JSON, NPY, ARROW, CSV):
-        raise HTTPException(415, f"send the dataset as one of {JSON}, {NPY}, {ARROW}, {CSV}; got {content_type!r}")
+    if content_type not in CONTENT_TYPES:
+        raise HTTPException(415, f"send the dataset as one of {', '.join(CONTENT_TYPES)}; got {content_type!r}")
     store: DatasetStore = app.datasets
-    received = store.new_upload()
+    received, converted = store.new_upload(), store.new_upload()
     try:
         size, sha256 = await _receive(request, received)
-        if content_type == JSON:
-            kind, points = await anyio.to_thread.run_sync(_from_json, received)
+        offload = 0 < app.settings.body_offload_bytes <= size
+        if offload:  # parsing holds the GIL: a large upload is read in a helper process, as large fit bodies are
+            ingested = await anyio.to_process.run_sync(
+                ingest, content_type, received, converted, app.settings, cancellable=True, limiter=parse_limiter()
+            )
         else:
-            kind, points = "points", await anyio.to_thread.run_sync(_READERS[content_type], received)
-        _check_size(kind, points, app.settings)
+            ingested = await anyio.to_thread.run_sync(ingest, content_type, received, converted, app.settings)
         record = DatasetRecord(
-            id=new_job_id(), owner=access.tenant, kind=kind, n=int(points.shape[0]),
-            d=int(points.shape[1]) if points.ndim == 2 else 1, dtype=str(points.dtype), bytes=size,
-            sha256=sha256, created_at=now(),
+            id=new_job_id(), owner=access.tenant, kind=ingested.kind, n=ingested.n, d=ingested.d,
+            dtype=ingested.dtype, bytes=size, sha256=sha256, created_at=now(),
         )  # fmt: skip
-        if content_type == NPY:
-            stored = received  # already the file fits will read
-        else:
-            stored = store.new_upload()
-            await anyio.to_thread.run_sync(_save, stored, points)
-        del points  # a memory map of the received file: closed before the file moves
-        store.add(record, stored)
+        store.add(record, ingested.file)
     except MalformedData as exc:
-        raise _invalid(exc.message) from None
+        loc = ("body", *exc.field.split(".")) if exc.field else ("body",)
+        raise RequestValidationError([{"loc": loc, "msg": exc.message, "type": "value_error.dataset"}]) from None
+    except OSError as exc:  # the data directory refused a write: 507 when full, 503 otherwise (both say retry)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"storing the dataset: {exc.strerror}") from exc
+        raise StorageError(f"the dataset could not be stored: {exc.strerror}") from exc
     finally:
         received.unlink(missing_ok=True)
+        converted.unlink(missing_ok=True)
     response.headers["Location"] = f"/v1/datasets/{record.id}"
     return record.document()
 
@@ -115,47 +110,6 @@ async def _receive(request: Request, path: Path) -> tuple[int, str]:
     if size == 0:
         raise MalformedData("the body is empty")
     return size, digest.hexdigest()
-
-
-def _from_json(path: Path) -> tuple[DatasetKind, NDArray[Any]]:
-    try:
-        upload = DatasetJSON.model_validate(orjson.loads(path.read_bytes()))
-    except orjson.JSONDecodeError as exc:
-        raise MalformedData(f"the body is not valid JSON: {exc}") from None
-    except ValidationError as exc:
-        errors = [{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise RequestValidationError(errors) from None
-    if upload.points is not None:
-        return "points", check_points(upload.points)
-    if upload.sequences is not None:
-        try:
-            heads, tails = parse_sequences(upload.sequences)
-        except EMError as exc:
-            raise MalformedData(exc.message) from None
-    else:
-        assert upload.counts is not None
-        heads = np.array([c.heads for c in upload.counts], dtype=np.float64)
-        tails = np.array([c.tails for c in upload.counts], dtype=np.float64)
-    return "coins", np.column_stack([heads, tails])
-
-
-def _check_size(kind: DatasetKind, points: NDArray[Any], settings: Settings) -> None:
-    try:
-        check_size(
-            settings, field="body", n_observations=int(points.shape[0]),
-            n_features=1 if kind == "coins" or points.ndim == 1 else int(points.shape[1]), n_components=1,
-        )  # fmt: skip
-    except EMError as exc:
-        raise MalformedData(exc.message) from None
-
-
-def _save(path: Path, points: NDArray[Any]) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(points), allow_pickle=False)
-
-
-def _invalid(message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body",), "msg": message, "type": "value_error.dataset"}])
 
 
 @router.get("", response_model=DatasetPage, summary="List datasets")

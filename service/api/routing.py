@@ -116,7 +116,7 @@ def _many_objects(value: BaseModel) -> bool:
 _parse_limiter: RunVar[anyio.CapacityLimiter] = RunVar("_parse_limiter")
 
 
-def _limiter() -> anyio.CapacityLimiter:
+def parse_limiter() -> anyio.CapacityLimiter:
     try:
         return _parse_limiter.get()
     except LookupError:
@@ -129,7 +129,9 @@ async def _parse_elsewhere(request: _OrjsonRequest, body: bytes | bytearray, mod
     """Leave the validated body on the request (FastAPI's own validation then accepts it as it is), or raise
     the 422 FastAPI would have raised. If the helper cannot be used, the request is parsed here as before."""
     try:
-        outcome = await anyio.to_process.run_sync(parse_and_validate, body, model, cancellable=True, limiter=_limiter())
+        outcome = await anyio.to_process.run_sync(
+            parse_and_validate, body, model, cancellable=True, limiter=parse_limiter()
+        )
     except anyio.get_cancelled_exc_class():
         raise
     except Exception:

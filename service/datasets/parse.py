@@ -18,14 +18,20 @@ from numpy.typing import NDArray
 
 # Rows checked for finiteness at a time: a memory-mapped upload is scanned without being loaded whole.
 _SCAN_ROWS = 1 << 16
+# Room for a number in a CSV line ("-1.2345678901234567e-300,"): what bounds the first line's length.
+_CSV_BYTES_PER_FIELD = 32
 
 
 class MalformedData(ValueError):
-    """The upload cannot be read as points; ``message`` says why."""
+    """The upload cannot be read as points; ``message`` says why, ``field`` where (for a JSON upload)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message, self.field = message, field
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a helper process for large uploads: both parts must survive the trip back.
+        return (MalformedData, (self.message, self.field))
 
 
 def read_npy(path: Path) -> NDArray[np.floating[Any]]:
@@ -64,35 +70,52 @@ def read_npy(path: Path) -> NDArray[np.floating[Any]]:
     return check_points(array)
 
 
-def read_csv(path: Path) -> NDArray[np.float64]:
-    """Rows of numbers separated by commas, with an optional header line (a first line that is not numbers)."""
-    rows: list[list[float]] = []
-    width = None
-    with open(path, newline="", encoding="utf-8", errors="strict") as handle:
-        try:
-            for line_number, fields in enumerate(csv.reader(handle), start=1):
-                if not fields or all(not field.strip() for field in fields):
-                    continue  # blank lines (a trailing newline, say) carry nothing
-                values = _numbers(fields)
-                if values is None:
-                    if line_number == 1:
-                        continue  # the header
-                    raise MalformedData(f"line {line_number} of the CSV has a field that is not a number")
-                if width is None:
-                    width = len(values)
-                elif len(values) != width:
-                    raise MalformedData(
-                        f"line {line_number} of the CSV has {len(values)} values; the first row has {width}"
-                    )
-                rows.append(values)
-        except UnicodeDecodeError:
-            raise MalformedData("the CSV is not UTF-8 text") from None
-        except csv.Error as exc:
-            raise MalformedData(f"the CSV cannot be read: {exc}") from None
-    if not rows:
+def read_csv(path: Path, max_columns: int = 1024, max_rows: int = 2_000_000) -> NDArray[np.float64]:
+    """Rows of numbers separated by commas, with an optional header line (a first line that is not numbers).
+
+    Read by pyarrow's CSV reader in blocks, every column as float64. The first line is checked before anything
+    is split: one enormous line of short fields would otherwise become millions of columns.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    longest_first_line = max_columns * _CSV_BYTES_PER_FIELD
+    with open(path, "rb") as handle:
+        first = handle.readline(longest_first_line + 1)
+    if len(first) > longest_first_line:
+        raise MalformedData(
+            f"the first line of the CSV is over {longest_first_line} bytes: more than the {max_columns} columns "
+            "this server allows"
+        )
+    try:
+        fields = next(csv.reader([first.decode("utf-8")]), [])
+    except UnicodeDecodeError:
+        raise MalformedData("the CSV is not UTF-8 text") from None
+    if not fields:
         raise MalformedData("the CSV holds no rows of numbers")
-    points = np.array(rows, dtype=np.float64)
-    return check_points(points[:, 0] if width == 1 else points)
+    if len(fields) > max_columns:
+        raise MalformedData(f"the CSV has {len(fields)} columns; this server allows at most {max_columns}")
+    has_header = _numbers(fields) is None
+    names = [field.strip() for field in fields] if has_header else [f"f{i}" for i in range(len(fields))]
+    options = {
+        "read_options": pa_csv.ReadOptions(column_names=names, skip_rows=int(has_header), block_size=1 << 20),
+        # Every column a number: text is a conversion error naming the value; only an empty field is a null.
+        "convert_options": pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64()), null_values=[""]),
+    }
+    batches, rows = [], 0
+    try:
+        reader = pa_csv.open_csv(path, **options)
+        for batch in reader:
+            rows += batch.num_rows
+            if rows > max_rows:
+                raise MalformedData(f"the CSV has more than {max_rows} rows; this server allows at most {max_rows}")
+            batches.append(batch)
+    except (pa.ArrowInvalid, pa.ArrowIOError) as exc:
+        raise MalformedData(f"the CSV cannot be read: {exc}") from None
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    if table.num_rows == 0:
+        raise MalformedData("the CSV holds no rows of numbers")
+    return _table_points(table, "CSV")
 
 
 def read_arrow(path: Path) -> NDArray[np.float64]:
@@ -106,12 +129,22 @@ def read_arrow(path: Path) -> NDArray[np.float64]:
         raise MalformedData(f"the body is not a readable Arrow IPC stream: {exc}") from None
     if table.num_columns == 0 or table.num_rows == 0:
         raise MalformedData("the Arrow stream holds no data (it needs at least one column and one row)")
+    return _table_points(table, "Arrow")
+
+
+def _table_points(table: Any, source: str) -> NDArray[np.float64]:
+    """The columns of a pyarrow table as the dimensions of the points: numeric and without nulls."""
+    import pyarrow as pa
+
     columns = []
     for name, column in zip(table.column_names, table.columns, strict=True):
         if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
-            raise MalformedData(f"Arrow column {name!r} is {column.type}; every column must hold numbers")
+            raise MalformedData(f"{source} column {name!r} is {column.type}; every column must hold numbers")
         if column.null_count:
-            raise MalformedData(f"Arrow column {name!r} has {column.null_count} nulls; every value must be a number")
+            raise MalformedData(
+                f"{source} column {name!r} has {column.null_count} {'nulls' if source == 'Arrow' else 'empty fields'}; "
+                "every value must be a number"
+            )
         columns.append(column.to_numpy().astype(np.float64, copy=False))
     points = columns[0] if len(columns) == 1 else np.column_stack(columns)
     return check_points(points)

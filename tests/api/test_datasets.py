@@ -80,7 +80,7 @@ def test_listing_pages_newest_first(client):
         (NPY, npy_bytes(POINTS)[:-5], "truncated"),
         (NPY, npy_bytes(np.zeros((2, 2, 2))), "3 dimensions"),
         (NPY, npy_bytes(np.arange(3)), "dtype is int64"),
-        (CSV, b"1,2\n3\n", "line 2 of the CSV has 1 values"),
+        (CSV, b"1,2\n3\n", "Expected 2 columns, got 1"),
         (ARROW, _arrow(POINTS)[:40], "not a readable Arrow IPC stream"),
         (NPY, b"", "the body is empty"),
         ("application/json", b'{"points": [1, 2', "not valid JSON"),
@@ -270,3 +270,16 @@ def test_a_cursor_the_listing_did_not_give_is_a_422(client):
     response = client.get("/v1/datasets?cursor=garbage")
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "cursor"]
     assert client.get("/v1/datasets?cursor=").status_code == 200  # empty: the first page, as for jobs
+
+
+def test_uploads_read_in_a_helper_process_answer_as_those_read_here(tmp_path):
+    # Every upload over EM_BODY_OFFLOAD_BYTES is read in a helper process (parsing holds the GIL).
+    with TestClient(create_app(Settings(data_dir=tmp_path, body_offload_bytes=1))) as client:
+        stored = client.post("/v1/datasets", content=_csv(POINTS), headers={"Content-Type": CSV})
+        assert stored.status_code == 201 and (stored.json()["n"], stored.json()["d"]) == (40, 2)
+        ragged = client.post("/v1/datasets", json={"points": [[1.0, 2.0], [3.0]]})
+        assert ragged.status_code == 422 and ragged.json()["detail"][0]["loc"] == ["body", "points"]
+        truncated = client.post("/v1/datasets", content=npy_bytes(POINTS)[:-5], headers={"Content-Type": NPY})
+        assert truncated.status_code == 422 and "truncated" in truncated.json()["detail"][0]["msg"]
+        assert [d["id"] for d in client.get("/v1/datasets").json()["items"]] == [stored.json()["id"]]
+    assert not list((tmp_path / "datasets" / "incoming").iterdir())  # nothing half-received is left

@@ -74,13 +74,14 @@ def test_csv_with_and_without_a_header_reads_back(tmp_path):
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ("1,2\n3,4\n5\n", "line 3 of the CSV has 1 values; the first row has 2"),
-        ("x,y\n1,2\nthree,4\n", "line 3 of the CSV has a field that is not a number"),
+        ("1,2\n3,4\n5\n", "Expected 2 columns, got 1"),
+        ("x,y\n1,2\nthree,4\n", "invalid value 'three'"),
+        ("x,y\n1,2\n3,\n", "column 'y' has 1 empty fields"),
         ("x,y\n", "no rows of numbers"),
         ("1,2\nnan,4\n", r"points\[1\]\[0\] is not a finite number"),
         ("1,2\n3,inf\n", r"points\[1\]\[1\] is not a finite number"),
     ],
-    ids=["ragged", "text", "header-only", "nan", "inf"],
+    ids=["ragged", "text", "empty-field", "header-only", "nan", "inf"],
 )
 def test_malformed_csv_is_refused_naming_the_line(tmp_path, body, says):
     with pytest.raises(MalformedData, match=says):
@@ -89,7 +90,19 @@ def test_malformed_csv_is_refused_naming_the_line(tmp_path, body, says):
 
 def test_csv_that_is_not_text_is_refused(tmp_path):
     with pytest.raises(MalformedData, match="not UTF-8"):
+        read_csv(_write(tmp_path, b"\xff\xfe1,2\n3,4\n"))
+    with pytest.raises(MalformedData, match="cannot be read"):
         read_csv(_write(tmp_path, b"1,2\n\xff\xfe,3\n"))
+
+
+def test_csv_too_wide_or_too_long_is_refused_before_it_is_parsed(tmp_path):
+    # One line of a million short fields: refused from its length, before anything is split.
+    with pytest.raises(MalformedData, match="first line of the CSV is over 320 bytes"):
+        read_csv(_write(tmp_path, ("1," * 1_000_000 + "1\n").encode()), max_columns=10)
+    with pytest.raises(MalformedData, match="the CSV has 11 columns; this server allows at most 10"):
+        read_csv(_write(tmp_path, ("1," * 10 + "1\n").encode()), max_columns=10)
+    with pytest.raises(MalformedData, match="more than 100 rows"):
+        read_csv(_write(tmp_path, b"1,2\n" * 1000), max_rows=100)
 
 
 def _arrow_stream(table: pa.Table) -> bytes:

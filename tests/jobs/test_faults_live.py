@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.datasets.parse import npy_bytes
 from tests.conftest import DO_BATZOGLOU
 from tests.jobs.helpers import wait_until
 from tests.live_server import REPO, live_server
@@ -193,3 +194,27 @@ def test_a_fit_admitted_near_the_memory_limit_fails_alone_with_memory_limit(tmp_
             timeout_s=HANG_S,
         )
         assert final["status"] == "succeeded", final
+
+
+@pytest.mark.slow
+def test_an_upload_to_a_full_disk_is_507_and_leaves_nothing_behind(tmp_path):
+    with _small_tmpfs(tmp_path / "disk", "8m") as disk:
+        env = {"EM_DATA_DIR": str(disk / "data"), "EM_WORKERS": "1"}
+        with live_server(env) as server:
+            points = np.random.default_rng(0).normal(size=(400_000, 2))  # 6.4 MB of NPY: more than is left
+            _fill_all_but(disk, 1 << 20)
+            body = npy_bytes(points)
+            response = httpx.post(
+                f"{server.url}/v1/datasets", content=body, headers={"Content-Type": "application/x-npy"}, timeout=HANG_S
+            )
+            assert response.status_code == 507, response.text
+            assert "Retry-After" in response.headers and "full" in response.json()["detail"]
+            assert not list((disk / "data" / "datasets" / "incoming").iterdir())
+            assert httpx.get(f"{server.url}/v1/datasets", timeout=HANG_S).json()["items"] == []
+
+
+def _fill_all_but(directory: Path, spare: int) -> None:
+    """Take all but ``spare`` bytes of the file system ``directory`` is on."""
+    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+    with open(directory / "ballast", "wb") as handle:
+        handle.write(b"\0" * max(0, free - spare))
