@@ -15,6 +15,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 
 from service.api.deps import get_access, services
 from service.api.routing import parse_limiter
@@ -103,10 +104,13 @@ async def _receive(request: Request, path: Path) -> tuple[int, str]:
     """The body into ``path`` as it streams in (the edge stops it at the size limit): its size and sha256."""
     digest, size = hashlib.sha256(), 0
     with open(path, "wb") as handle:
-        async for chunk in request.stream():
-            digest.update(chunk)
-            handle.write(chunk)
-            size += len(chunk)
+        try:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                handle.write(chunk)
+                size += len(chunk)
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer, nothing to log as an error
+            raise HTTPException(400, "the upload was cut off before its end") from None
     if size == 0:
         raise MalformedData("the body is empty")
     return size, digest.hexdigest()
@@ -140,7 +144,10 @@ async def delete_dataset(dataset_id: str, request: Request, access: Annotated[Ac
     app = services(request)
     _existing(app.datasets, dataset_id, access)
     if app.jobs.uses_dataset(dataset_id):
-        raise HTTPException(409, "a queued or running job uses this dataset; cancel it or wait for it to finish")
+        raise HTTPException(
+            409, "a fit in progress (a queued or running job, or a synchronous fit) uses this dataset; "
+            "wait for it to finish or cancel the job"
+        )  # fmt: skip
     app.datasets.delete(dataset_id)
 
 

@@ -135,3 +135,48 @@ def test_malformed_arrow_is_refused_naming_the_column(tmp_path, table, says):
 def test_bytes_that_are_not_an_arrow_stream_are_refused(tmp_path):
     with pytest.raises(MalformedData, match="not a readable Arrow IPC stream"):
         read_arrow(_write(tmp_path, b"\x00\x01 definitely not arrow"))
+
+
+def test_an_arrow_stream_with_a_forged_length_is_refused_not_read_past_its_end(tmp_path):
+    # Found in an abuse run: a row count raised from 1,000 to 10^12 made numpy read past the mapped file and
+    # killed the server with a segfault.
+    body = _arrow_stream(pa.table({"x": np.arange(1000, dtype=float)}))
+    forged = body.replace(np.int64(1000).tobytes(), np.int64(10**12).tobytes())
+    with pytest.raises(MalformedData, match="not a readable Arrow IPC stream"):
+        read_arrow(_write(tmp_path, forged))
+
+
+def test_an_arrow_file_is_told_to_be_sent_as_a_stream(tmp_path):
+    sink = pa.BufferOutputStream()
+    table = pa.table({"x": [1.0, 2.0]})
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(MalformedData, match="send the IPC stream format"):
+        read_arrow(_write(tmp_path, sink.getvalue().to_pybytes()))
+
+
+def _npy_with_header(header: str, data: bytes, version: bytes = b"\x01\x00") -> bytes:
+    encoded = header.encode("latin1")
+    return b"\x93NUMPY" + version + len(encoded).to_bytes(2, "little") + encoded + data
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (_npy_with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (-1, -1), }\n", b"\0" * 8), "shape"),
+        (_npy_with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (True,), }\n", b"\0" * 8), "shape"),
+        (_npy_with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }\n", b"\0" * 8, b"\x04\x00"),
+         "format version 4.0"),
+        (b"\x93NUMPY\x01\x00\x05\x00{'des", "header cannot be read"),
+    ],
+    ids=["negative-shape", "boolean-shape", "version-4", "cut-header"],
+)  # fmt: skip
+def test_forged_npy_headers_are_refused(tmp_path, data, says):
+    # Found in an abuse run: each of these was a 500.
+    with pytest.raises(MalformedData, match=says):
+        read_npy(_write(tmp_path, data))
+
+
+def test_a_byte_order_mark_is_not_a_header(tmp_path):
+    points = read_csv(_write(tmp_path, "\ufeff1,2\n3,4\n".encode()))
+    np.testing.assert_array_equal(points, [[1.0, 2.0], [3.0, 4.0]])
