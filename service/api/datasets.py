@@ -74,8 +74,10 @@ async def upload_dataset(
     received, converted = store.new_upload(), store.new_upload()
     try:
         size, sha256 = await _receive(request, received)
-        offload = 0 < app.settings.body_offload_bytes <= size
-        if offload:  # parsing holds the GIL: a large upload is read in a helper process, as large fit bodies are
+        # JSON parsing and validation hold the GIL: a large JSON upload is read in a helper process, as large fit
+        # bodies are. NPY, Arrow and CSV are read by numpy and pyarrow, which release it: a thread will do.
+        offload = content_type == JSON and 0 < app.settings.body_offload_bytes <= size
+        if offload:
             ingested = await anyio.to_process.run_sync(
                 ingest, content_type, received, converted, app.settings, cancellable=True, limiter=parse_limiter()
             )
