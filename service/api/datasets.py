@@ -33,14 +33,30 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such dataset", "model": Message}}
 
+# What Swagger UI offers to send (each is posted by a test).
+UPLOAD_EXAMPLES: dict[str, dict[str, Any]] = {
+    "points": {
+        "summary": "a 2-D point cloud of two groups",
+        "value": {"points": [[0.1, 0.2], [0.3, -0.1], [-0.2, 0.0], [5.1, 4.9], [4.8, 5.2], [5.3, 5.0]]},
+    },
+    "sequences": {
+        "summary": "Do & Batzoglou's five experiments",
+        "value": {"sequences": ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"]},
+    },
+}
+CSV_EXAMPLE = "x,y\n0.1,0.2\n0.3,-0.1\n5.1,4.9\n4.8,5.2\n"
+
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            JSON: {"schema": DatasetJSON.model_json_schema(ref_template="#/components/schemas/{model}")},
+            JSON: {
+                "schema": DatasetJSON.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "examples": UPLOAD_EXAMPLES,
+            },
             NPY: {"schema": {"type": "string", "format": "binary"}},
             ARROW: {"schema": {"type": "string", "format": "binary"}},
-            CSV: {"schema": {"type": "string"}},
+            CSV: {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
         },
     }
 }

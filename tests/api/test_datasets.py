@@ -283,3 +283,13 @@ def test_uploads_read_in_a_helper_process_answer_as_those_read_here(tmp_path):
         assert cut.status_code == 422 and "not valid JSON" in cut.json()["detail"][0]["msg"]
         assert [d["id"] for d in client.get("/v1/datasets").json()["items"]] == [stored.json()["id"]]
     assert not list((tmp_path / "datasets" / "incoming").iterdir())  # nothing half-received is left
+
+
+def test_the_swagger_upload_examples_are_stored(client):
+    from service.api.datasets import CSV_EXAMPLE, UPLOAD_EXAMPLES
+
+    kinds = {name: client.post("/v1/datasets", json=example["value"]).json()["kind"] for name, example in
+             UPLOAD_EXAMPLES.items()}  # fmt: skip
+    assert kinds == {"points": "points", "sequences": "coins"}
+    csv = client.post("/v1/datasets", content=CSV_EXAMPLE.encode(), headers={"Content-Type": CSV})
+    assert csv.status_code == 201 and (csv.json()["n"], csv.json()["d"]) == (4, 2)
