@@ -72,7 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
         await manager.start()
-        app.state.jobs = manager
         datasets = DatasetStore(settings.data_dir)
         app.state.services = AppServices(settings, manager, app_metrics, datasets)
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
 
-from service.api.deps import get_access, services
+from service.api.deps import access_of, get_access, services
 from service.api.routing import parse_limiter
 from service.api.security import principal_of
 from service.datasets.ingest import ARROW, CONTENT_TYPES, CSV, JSON, NPY, ingest
 from service.datasets.parse import MalformedData
-from service.datasets.store import DatasetRecord, DatasetStore, now
+from service.datasets.store import DatasetRecord, DatasetStore
 from service.em.errors import EMError
 from service.families.base import Family
 from service.jobs.models import Access, StorageError, StorageFull, new_job_id
@@ -101,7 +101,7 @@ async def upload_dataset(
             ingested = await anyio.to_thread.run_sync(ingest, content_type, received, converted, app.settings)
         record = DatasetRecord(
             id=new_job_id(), owner=access.tenant, kind=ingested.kind, n=ingested.n, d=ingested.d,
-            dtype=ingested.dtype, bytes=size, sha256=sha256, created_at=now(),
+            dtype=ingested.dtype, bytes=size, sha256=sha256, created_at=time.time(),
         )  # fmt: skip
         store.add(record, ingested.file)
     except MalformedData as exc:
@@ -174,8 +174,7 @@ def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Req
     if body.dataset is None:
         return
     store = services(request).datasets
-    principal = principal_of(request)
-    record = store.get(body.dataset, Access(tenant=principal.tenant, admin=principal.admin))
+    record = store.get(body.dataset, access_of(principal_of(request)))
     if record is None:
         raise EMError(f"no dataset {body.dataset!r} (upload one with POST /v1/datasets)", "dataset")
     if record.kind != family.dataset_kind:
@@ -183,8 +182,7 @@ def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Req
             f"dataset {record.id!r} holds {record.kind}; a {family.kind} fit needs {family.dataset_kind}", "dataset"
         )
     store.touch(record.id)
-    file = store.file(record.id)
-    body.attach_dataset(np.load(file, mmap_mode="r", allow_pickle=False), file)
+    body.attach_dataset(store.file(record.id))
 
 
 def _existing(store: DatasetStore, dataset_id: str, access: Access) -> DatasetRecord:

@@ -39,11 +39,14 @@ def services(request: Request) -> AppServices:
 
 async def get_jobs(request: Request) -> JobManager:
     """The job manager the lifespan started."""
-    jobs: JobManager = request.app.state.jobs
-    return jobs
+    return services(request).jobs
 
 
 async def get_access(principal: Annotated[Principal, Depends(get_principal)]) -> Access:
     """Whose jobs the caller may see: its tenant's, every job for an admin key, everything on a service
     without keys. From the principal the edge middleware identified (a 401 if there is none: fail closed)."""
+    return access_of(principal)
+
+
+def access_of(principal: Principal) -> Access:
     return Access(tenant=principal.tenant, admin=principal.admin)

@@ -56,7 +56,7 @@ def read_npy(path: Path) -> NDArray[np.floating[Any]]:
         except Exception as exc:
             raise MalformedData(f"the .npy header cannot be read: {type(exc).__name__}: {exc}"[:300]) from None
         data_offset = handle.tell()
-    if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape):
+    if not all(isinstance(extent, int) and not isinstance(extent, bool) and extent >= 0 for extent in shape):
         raise MalformedData(f"the .npy header's shape {shape!r} is not a tuple of sizes")
     if dtype.hasobject:
         raise MalformedData("the .npy array holds Python objects (pickled data); send float64 or float32 numbers")
@@ -173,10 +173,16 @@ def check_points(points: NDArray[np.floating[Any]]) -> NDArray[Any]:
     return points
 
 
-def open_points(path: Path) -> NDArray[np.float64]:
-    """A stored dataset's points as (n, d) float64, memory-mapped when stored as float64 (checked at upload)."""
-    points = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False), dtype=np.float64)
-    return points if points.ndim == 2 else points[:, None]
+def map_points(path: Path) -> NDArray[np.floating[Any]]:
+    """A stored dataset as it was kept (checked at upload), memory-mapped."""
+    points: NDArray[np.floating[Any]] = np.load(path, mmap_mode="r", allow_pickle=False)
+    return points
+
+
+def as_rows(points: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """(n, d) float64 rows, also for 1-D data; float64 input (a memory map too) is not copied."""
+    rows = np.asarray(points, dtype=np.float64)
+    return rows if rows.ndim == 2 else rows[:, None]
 
 
 def _numbers(fields: list[str]) -> list[float] | None:

@@ -119,7 +119,7 @@ class DatasetStore:
 
     def touch(self, dataset_id: str) -> None:
         """Note a fit of the dataset: retention counts from its last use."""
-        self._db.execute("UPDATE datasets SET used_at = ? WHERE id = ?", (now(), dataset_id))
+        self._db.execute("UPDATE datasets SET used_at = ? WHERE id = ?", (time.time(), dataset_id))
 
     def expire(self, before: float, in_use: Callable[[str], bool]) -> int:
         """Delete the datasets neither uploaded nor fitted since ``before`` (unless a job fits one now)."""
@@ -143,7 +143,3 @@ class DatasetStore:
         for path in self.directory.glob("*.npy"):
             if path.stem not in known:
                 path.unlink(missing_ok=True)
-
-
-def now() -> float:
-    return time.time()

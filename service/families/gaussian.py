@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.datasets.parse import open_points
+from service.datasets.parse import as_rows, map_points
 from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
@@ -49,7 +49,7 @@ class GaussianTask:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if state["X"] is None:
-            state["X"] = open_points(state["data_file"])
+            state["X"] = as_rows(map_points(state["data_file"]))
         self.__dict__.update(state)
 
     @property
@@ -90,8 +90,7 @@ def _covariance_numbers(covariance_type: CovarianceType, K: int, d: int) -> int:
 
 
 def make_task(request: GaussianFitRequest, settings: Settings, default_time_limit_s: float) -> GaussianTask:
-    points = np.asarray(request.points_array(), dtype=np.float64)  # a float64 dataset stays memory-mapped
-    X = points if points.ndim == 2 else points[:, None]
+    X = as_rows(request.points_array())
     check_size(settings, field="points", n_observations=X.shape[0], n_features=X.shape[1],
                n_components=request.n_components)  # fmt: skip
     init = request.init

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from service.datasets.parse import map_points
 from service.em.loop import StopReason, TraceMode
 
 # Requests: unknown fields are typos worth a 422; NaN/Infinity are never numbers here; strict, so a boolean
@@ -52,8 +53,8 @@ class FitOptions(BaseModel):
     _dataset_array: NDArray[np.floating[Any]] | None = PrivateAttr(None)
     _dataset_file: Path | None = PrivateAttr(None)
 
-    def attach_dataset(self, array: NDArray[np.floating[Any]], file: Path) -> None:
-        self._dataset_array, self._dataset_file = array, file
+    def attach_dataset(self, file: Path) -> None:
+        self._dataset_array, self._dataset_file = map_points(file), file
 
     def dataset_file(self) -> Path | None:
         return self._dataset_file

@@ -227,7 +227,7 @@ def test_a_job_on_a_dataset_reaches_its_worker_as_a_path_not_a_copy(client):
     store = client.app.state.services.datasets
     request = GaussianFitRequest.model_validate({"dataset": dataset})
     file = store.file(dataset)
-    request.attach_dataset(np.load(file, mmap_mode="r"), file)
+    request.attach_dataset(file)
     task = make_task(request, Settings(), 60.0)
     shipped = pickle.dumps(task)
     assert len(shipped) < 10_000  # the points are 960 KB

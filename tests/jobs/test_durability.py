@@ -80,8 +80,8 @@ def test_a_result_the_store_cannot_hold_fails_the_job_the_same_everywhere(tmp_pa
     app = create_app(settings)
     with TestClient(app) as client:
         # Shrink SQLite's value limit below this result's size (the real limit is 1 GB).
-        app.state.jobs.store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
-        app.state.jobs.store.max_value_bytes = 50_000
+        app.state.services.jobs.store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 50_000)
+        app.state.services.jobs.store.max_value_bytes = 50_000
         body = {"counts": [{"heads": i % 10 + 1, "tails": 3} for i in range(4000)], "n_coins": 3, "seed": 0}
         job = client.post("/v1/jobs/coins", json=body).json()
         done = wait_until(lambda: _final(client, job["id"]))
@@ -113,7 +113,7 @@ def test_a_full_store_refuses_new_jobs_with_507_and_readyz_says_why_until_it_has
     # A queue long enough for every insert below: on a busy machine the workers may not drain it meanwhile.
     app = create_app(Settings(data_dir=tmp_path, queue_size=1000))
     with TestClient(app) as client:
-        manager = app.state.jobs
+        manager = app.state.services.jobs
         manager.limits = replace(manager.limits, storage_probe_interval_s=0.2)
         store = manager.store
         _fill(store)
