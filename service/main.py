@@ -9,12 +9,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service.api import datasets as dataset_routes
 from service.api import fit, health, jobs, metrics
+from service.api import models as model_routes
 from service.api.deps import AppServices
 from service.api.edge import EdgeMiddleware
 from service.api.errors import install_error_handlers
@@ -22,10 +24,12 @@ from service.api.middleware import RequestContextMiddleware
 from service.api.routing import AllowedMethodsMiddleware
 from service.api.security import UNAUTHORIZED, require_api_key
 from service.datasets.store import DatasetStore
-from service.jobs.manager import JobLimits, LocalJobManager
+from service.jobs.manager import JobLimits, KeepModel, LocalJobManager
+from service.jobs.models import JobRecord
 from service.jobs.store import SQLiteJobStore
 from service.logs import configure_logging
 from service.metrics import Metrics
+from service.models.store import ModelRecord, ModelStore
 from service.settings import Settings
 
 logger = logging.getLogger("service.main")
@@ -43,16 +47,29 @@ Short fits: `/v1/fit/*`. Long ones: `/v1/jobs/*`, followed live at `/v1/jobs/{id
 """
 
 
-_DATASET_EXPIRY_INTERVAL_S = 3600.0
+_EXPIRY_INTERVAL_S = 3600.0
 
 
-async def _expire_datasets(datasets: DatasetStore, jobs: LocalJobManager, retention_s: float) -> None:
-    """At start-up, then hourly: delete datasets neither uploaded nor fitted within the retention period."""
+async def _expire_datasets_and_models(
+    datasets: DatasetStore, models: ModelStore, jobs: LocalJobManager, settings: Settings
+) -> None:
+    """At start-up, then hourly: delete datasets neither uploaded nor fitted within their retention period,
+    and models neither made nor used within theirs (and each key's past the cap)."""
     while True:
-        expired = datasets.expire(time.time() - retention_s, jobs.uses_dataset)
-        if expired:
-            logger.info("expired %d datasets", expired)
-        await asyncio.sleep(_DATASET_EXPIRY_INTERVAL_S)
+        now = time.time()
+        expired = datasets.expire(now - settings.dataset_retention_s, jobs.uses_dataset)
+        forgotten = await anyio.to_thread.run_sync(models.expire, now - settings.model_retention_s)
+        if expired or forgotten:
+            logger.info("expired %d datasets and %d models", expired, forgotten)
+        await asyncio.sleep(_EXPIRY_INTERVAL_S)
+
+
+def _model_keeper(models: ModelStore) -> KeepModel:
+    def keep_model(record: JobRecord, model: bytes, ephemeral: bool) -> None:
+        job_id = None if ephemeral else record.id  # a synchronous fit's job cannot be read back
+        models.put(ModelRecord(record.id, record.owner, record.kind, time.time(), job_id, model))
+
+    return keep_model
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,22 +87,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store_max_bytes=None if settings.store_max_mb is None else settings.store_max_mb * 2**20,
             worker_memory_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
-        manager = LocalJobManager(SQLiteJobStore(settings.data_dir), limits, observer=app_metrics)
+        store = SQLiteJobStore(settings.data_dir)  # first: it locks the data directory for this process
+        models = ModelStore(settings.data_dir, settings.max_models)
+        manager = LocalJobManager(store, limits, observer=app_metrics, keep_model=_model_keeper(models))
         await manager.start()
         datasets = DatasetStore(settings.data_dir)
-        app.state.services = AppServices(settings, manager, app_metrics, datasets)
+        app.state.services = AppServices(settings, manager, app_metrics, datasets, models)
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
         # the collector's sight, so full collections under load scan only what requests create.
         gc.collect()
         gc.freeze()
-        expiry = asyncio.create_task(_expire_datasets(datasets, manager, settings.dataset_retention_s))
+        expiry = asyncio.create_task(_expire_datasets_and_models(datasets, models, manager, settings))
         try:
             yield
         finally:
             expiry.cancel()
             await manager.stop()
             datasets.close()
+            models.close()
 
     # Swagger UI and ReDoc assets are served by the app itself: /docs works behind a firewall.
     app = FastAPIOffline(
@@ -101,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fit.router, **protected)  # type: ignore[arg-type]
     app.include_router(jobs.router, **protected)  # type: ignore[arg-type]
     app.include_router(dataset_routes.router, **protected)  # type: ignore[arg-type]
+    app.include_router(model_routes.router, **protected)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(metrics.router)
     # Innermost first. Allow names every method of a path. The edge refuses from the head alone (431, 413,

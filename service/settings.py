@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     dataset_retention_s: float = Field(
         30 * 24 * 3600, gt=0, description="how long a dataset is kept after its upload or its last fit"
     )
+    model_retention_s: float = Field(
+        30 * 24 * 3600, gt=0, description="how long a kept model is kept after its fit, import or last use"
+    )
+    max_models: int = Field(
+        10_000, ge=1, description="kept models per API key; past it the least recently used are forgotten"
+    )
     store_max_mb: int | None = Field(
         2048, ge=1, description="past this size the oldest finished jobs are evicted (None: only retention)"
     )

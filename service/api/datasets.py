@@ -171,18 +171,23 @@ async def delete_dataset(dataset_id: str, request: Request, access: Annotated[Ac
 
 def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Request) -> None:
     """Give a fit request that names a dataset its data (memory-mapped), once the caller may see it."""
-    if body.dataset is None:
-        return
+    if body.dataset is not None:
+        body.attach_dataset(dataset_file(family, body.dataset, request))
+
+
+def dataset_file(family: Family[Any, Any, Any], dataset_id: str, request: Request) -> Path:
+    """The file of the dataset named, if the caller may see it and it holds what ``family`` takes (a 422
+    naming the dataset otherwise); its retention counts from now."""
     store = services(request).datasets
-    record = store.get(body.dataset, access_of(principal_of(request)))
+    record = store.get(dataset_id, access_of(principal_of(request)))
     if record is None:
-        raise EMError(f"no dataset {body.dataset!r} (upload one with POST /v1/datasets)", "dataset")
+        raise EMError(f"no dataset {dataset_id!r} (upload one with POST /v1/datasets)", "dataset")
     if record.kind != family.dataset_kind:
         raise EMError(
-            f"dataset {record.id!r} holds {record.kind}; a {family.kind} fit needs {family.dataset_kind}", "dataset"
+            f"dataset {record.id!r} holds {record.kind}; a {family.kind} model needs {family.dataset_kind}", "dataset"
         )
     store.touch(record.id)
-    body.attach_dataset(store.file(record.id))
+    return store.file(record.id)
 
 
 def _existing(store: DatasetStore, dataset_id: str, access: Access) -> DatasetRecord:

@@ -15,6 +15,7 @@ from service.api.security import Principal, get_principal
 from service.datasets.store import DatasetStore
 from service.jobs.manager import JobManager, JobObserver
 from service.jobs.models import Access
+from service.models.store import ModelStore
 from service.settings import Settings
 
 
@@ -30,6 +31,7 @@ class AppServices:
     jobs: JobManager
     observer: JobObserver  # where fits run inline report (the app's metrics), as the job manager reports its jobs
     datasets: DatasetStore
+    models: ModelStore
 
 
 def services(request: Request) -> AppServices:

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from service.api.datasets import attach_dataset
-from service.api.deps import services
+from service.api.deps import access_of, services
 from service.api.family_routes import json_examples, with_family_signature
 from service.api.routing import OrjsonRoute
 from service.api.runs import fit_now
+from service.api.security import principal_of
 from service.api.views import RawJSONResponse
 from service.families.base import Family
 from service.families.registry import FAMILIES
@@ -25,15 +26,15 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
         "failed",
         "model": Message,
     },
-    507: {"description": "the job store's disk is full (see Retry-After)", "model": Message},
+    507: {"description": "the job or model store's disk is full (see Retry-After)", "model": Message},
 }
 
 
 def _add_fit_route(family: Family[Any, Any, Any]) -> None:
     async def fit(body: FitOptions, request: Request) -> RawJSONResponse:
-        app = services(request)
         attach_dataset(family, body, request)
-        return RawJSONResponse(await fit_now(family, body, app.settings, app.jobs, app.observer))
+        access = access_of(principal_of(request))
+        return RawJSONResponse(await fit_now(family, body, services(request), access))
 
     router.add_api_route(
         f"/{family.kind}",

@@ -6,15 +6,20 @@ this process), then either solve and render on the spot or hand the task to the 
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import Any
 
 import anyio
 
+from service.api.deps import AppServices
 from service.em.errors import EMError
 from service.families.base import Family, FitTask
 from service.families.limits import check_footprint
-from service.jobs.manager import JobManager, JobObserver
+from service.families.render import kept_model_json
+from service.jobs.manager import JobManager
 from service.jobs.models import Access, FitFailed, JobRecord, WorkItem, new_job_id
+from service.models.store import ModelRecord
 from service.schemas.common import FitOptions
 from service.settings import Settings
 
@@ -46,27 +51,24 @@ async def prepare(
 
 def work_item(family: Family[Any, Any, Any], task: FitTask) -> WorkItem:
     assert task.options.time_limit_s is not None
-    return WorkItem(family.solve, task, family.render, task.options.time_limit_s)
+    return WorkItem(family.solve, task, family.render, task.options.time_limit_s, partial(kept_model_json, family.keep))
 
 
-async def fit_now(
-    family: Family[Any, Any, Any],
-    body: FitOptions,
-    settings: Settings,
-    jobs: JobManager,
-    observer: JobObserver,
-) -> bytes:
+async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServices, access: Access) -> bytes:
     """A synchronous fit's result JSON.
 
     A fit whose whole work is below ``settings.inline_fit_budget`` (a Do & Batzoglou fit is microseconds
     of arithmetic) is solved here, on the event loop: a worker round trip, a pickled task and a stored job
     would cost it many times its own work. Anything larger runs as a job in a worker process, with crash
-    isolation and a hard time limit. Neither is stored: the response is a synchronous fit's only record.
+    isolation and a hard time limit. Neither is stored as a job (the response is a synchronous fit's only
+    record); both keep their model before answering.
     """
+    settings, jobs = app.settings, app.jobs
     task = await prepare(family, body, settings, settings.default_time_limit_s)
     if work_estimate(task) <= settings.inline_fit_budget:
-        return _solve_inline(family, task, observer)
-    record = await jobs.submit(family.kind, work_item(family, task), family.summarise(body), ephemeral=True)
+        return _solve_inline(family, task, app, access)
+    item = work_item(family, task)
+    record = await jobs.submit(family.kind, item, family.summarise(body), owner=access.tenant, ephemeral=True)
     record = await jobs.wait(record.id)
     if record.status == "succeeded" and record.result is not None:
         return record.result
@@ -76,13 +78,17 @@ async def fit_now(
     raise FitFailed(error)
 
 
-def _solve_inline(family: Family[Any, Any, Any], task: FitTask, observer: JobObserver) -> bytes:
+def _solve_inline(family: Family[Any, Any, Any], task: FitTask, app: AppServices, access: Access) -> bytes:
+    observer, fit_id = app.observer, new_job_id()
     try:
         solution = family.solve(task, None)
-        result = family.render(solution, new_job_id())
+        result = family.render(solution, fit_id)
+        model = kept_model_json(family.keep, solution)
     except EMError:
         observer.job_finished(family.kind, "failed")
         raise
+    # A small write (parameters only); a StorageError here is answered 503/507, as a job's would be.
+    app.models.put(ModelRecord(fit_id, access.tenant, family.kind, time.time(), None, model))
     observer.iterations_run(family.kind, sum(restart.n_iter for restart in solution.outcome.restarts))
     observer.job_finished(family.kind, "succeeded")
     return result

@@ -150,19 +150,20 @@ def shape_means(means: Any, K: int, d: int, shift: FloatArray, max_spread: float
     return arr
 
 
-def shape_covariances(covariances: Any, K: int, d: int, kind: CovarianceType) -> FloatArray:
+def shape_covariances(
+    covariances: Any, K: int, d: int, kind: CovarianceType, field: str = "init.covariances"
+) -> FloatArray:
     """Given covariances in the shape ``kind`` needs (flat lists of K variances accepted for 1-D data)."""
-    arr = as_float_array(covariances, "init.covariances")
+    arr = as_float_array(covariances, field)
     expected = {"full": (K, d, d), "diag": (K, d), "spherical": (K,), "tied": (d, d)}[kind]
     if d == 1 and arr.size == int(np.prod(expected)) and arr.ndim <= len(expected):
         arr = arr.reshape(expected)  # 1-D data: flat lists of K variances are accepted for every type
     if arr.shape != expected:
         raise InvalidParameterError(
-            f"init.covariances has shape {arr.shape}, expected {expected} for covariance_type {kind!r}",
-            "init.covariances",
+            f"{field} has shape {arr.shape}, expected {expected} for covariance_type {kind!r}", field
         )
     if kind in ("full", "tied"):
         stack = arr.reshape(-1, d, d)
         if not np.allclose(stack, stack.transpose(0, 2, 1), rtol=1e-10, atol=0):
-            raise InvalidParameterError("init.covariances must be symmetric", "init.covariances")
+            raise InvalidParameterError(f"{field} must be symmetric", field)
     return arr

@@ -1,6 +1,7 @@
 """Using fitted parameters on new data: log-densities, predictions, per-observation scores and samples.
 
-What a kept model answers (``/v1/models/{id}/predict``, ``/score``, ``/sample``), for both families. The
+What a kept model answers (``/v1/models/{id}/predict``, ``/score``, ``/sample``), for both families. A model is
+built once from its parameters (validated: a 422 names what is unusable) and then used many times. The
 Gaussian log-densities follow scikit-learn's definitions (``predict``, ``predict_proba``, ``score_samples``)
 through the Cholesky factor of each precision; a coin experiment's likelihood includes the binomial
 coefficient, so a score is a true log-probability of the counts seen.
@@ -9,13 +10,16 @@ coefficient, so a score is a true log-probability of the counts seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 from scipy.special import gammaln, logsumexp
 
+from service.em.coins import check_weights
 from service.em.errors import InvalidParameterError
+from service.em.gaussian_checks import COVARIANCE_TYPES, CovarianceType, as_float_array, shape_covariances
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -40,30 +44,78 @@ def predict(log_joint: FloatArray) -> Prediction:
 # --- Gaussian mixtures ---
 
 
-def gaussian_log_joint(
-    X: FloatArray, weights: FloatArray, means: FloatArray, covariances: FloatArray, covariance_type: str
-) -> FloatArray:
-    """(n, K) log(w_k N(x | mean_k, cov_k)) for the four covariance types (shapes as scikit-learn's)."""
-    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-    n, d = X.shape
-    if means.shape[1] != d:
-        raise InvalidParameterError(f"the points have {d} dimensions; the model expects {means.shape[1]}", "points")
-    precisions_cholesky = _precisions_cholesky(covariances, covariance_type)
-    K = len(means)
-    log_density = np.empty((n, K))
-    if covariance_type in ("full", "tied"):
+@dataclass(frozen=True)
+class GaussianModel:
+    """A Gaussian mixture's parameters in scikit-learn's shapes, with the Cholesky factors of the precisions."""
+
+    weights: FloatArray  # (K,)
+    means: FloatArray  # (K, d)
+    covariances: FloatArray  # full (K, d, d), diag (K, d), spherical (K,), tied (d, d)
+    covariance_type: CovarianceType
+    precisions_cholesky: FloatArray
+
+    @classmethod
+    def of(cls, weights: Any, means: Any, covariances: Any, covariance_type: str) -> GaussianModel:
+        """Checked parameters (an InvalidParameterError naming ``params.<field>`` otherwise)."""
+        if covariance_type not in COVARIANCE_TYPES:
+            raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
+        kind: CovarianceType = covariance_type  # narrowed by the check above
+        means_array = as_float_array(means, "params.means")
+        if means_array.ndim == 1:  # 1-D data: a flat list of K means
+            means_array = means_array[:, None]
+        if means_array.ndim != 2 or means_array.size == 0:
+            raise InvalidParameterError("params.means must be K rows of d numbers", "params.means")
+        K, d = means_array.shape
+        weights_array = check_weights(as_float_array(weights, "params.weights"), K, "params.weights")
+        shaped = shape_covariances(covariances, K, d, kind, "params.covariances")
+        return cls(weights_array, means_array, shaped, kind, _precisions_cholesky(shaped, kind))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.means.shape[1])
+
+    def log_joint(self, X: FloatArray) -> FloatArray:
+        """(n, K) log(w_k N(x | mean_k, cov_k))."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        n, d = X.shape
+        if d != self.n_features:
+            raise InvalidParameterError(
+                f"the points have {d} dimensions; the model expects {self.n_features}", "points"
+            )
+        K, chol_all = len(self.means), self.precisions_cholesky
+        log_density = np.empty((n, K))
+        if self.covariance_type in ("full", "tied"):
+            for k in range(K):
+                chol = chol_all[k] if self.covariance_type == "full" else chol_all
+                y = X @ chol - self.means[k] @ chol
+                log_det = np.sum(np.log(np.diag(chol)))
+                log_density[:, k] = log_det - 0.5 * (d * _LOG_2PI + np.einsum("ij,ij->i", y, y))
+        else:
+            chol_rows = chol_all if self.covariance_type == "diag" else np.outer(chol_all, np.ones(d))
+            for k in range(K):
+                y = (X - self.means[k]) * chol_rows[k]
+                log_density[:, k] = np.sum(np.log(chol_rows[k])) - 0.5 * (d * _LOG_2PI + np.einsum("ij,ij->i", y, y))
+        with np.errstate(divide="ignore"):  # a zero weight: an impossible component, log 0 = -inf
+            return log_density + np.log(self.weights)
+
+    def sample(self, n: int, seed: int) -> tuple[FloatArray, IntArray]:
+        """``n`` points drawn from the mixture, and the component each came from; same seed, same sample."""
+        rng = np.random.default_rng(seed)
+        K, d = self.means.shape
+        labels = rng.choice(K, size=n, p=self.weights)
+        points = np.empty((n, d))
         for k in range(K):
-            chol = precisions_cholesky[k] if covariance_type == "full" else precisions_cholesky
-            y = X @ chol - means[k] @ chol
-            log_det = np.sum(np.log(np.diag(chol)))
-            log_density[:, k] = log_det - 0.5 * (d * _LOG_2PI + np.einsum("ij,ij->i", y, y))
-    else:
-        chol = precisions_cholesky if covariance_type == "diag" else np.outer(precisions_cholesky, np.ones(d))
-        for k in range(K):
-            y = (X - means[k]) * chol[k]
-            log_density[:, k] = np.sum(np.log(chol[k])) - 0.5 * (d * _LOG_2PI + np.einsum("ij,ij->i", y, y))
-    with np.errstate(divide="ignore"):  # a zero weight: an impossible component, log 0 = -inf
-        return log_density + np.log(weights)
+            members = np.flatnonzero(labels == k)
+            if self.covariance_type == "full":
+                factor = np.linalg.cholesky(self.covariances[k])
+            elif self.covariance_type == "tied":
+                factor = np.linalg.cholesky(self.covariances)
+            elif self.covariance_type == "diag":
+                factor = np.diag(np.sqrt(self.covariances[k]))
+            else:
+                factor = np.sqrt(self.covariances[k]) * np.eye(d)
+            points[members] = self.means[k] + rng.standard_normal((len(members), d)) @ factor.T
+        return points, labels
 
 
 def _precisions_cholesky(covariances: FloatArray, covariance_type: str) -> FloatArray:
@@ -84,29 +136,46 @@ def _precisions_cholesky(covariances: FloatArray, covariance_type: str) -> Float
     return factors if covariance_type == "full" else factors[0]
 
 
+def gaussian_log_joint(
+    X: FloatArray, weights: FloatArray, means: FloatArray, covariances: FloatArray, covariance_type: str
+) -> FloatArray:
+    """(n, K) log(w_k N(x | mean_k, cov_k)) for the four covariance types (shapes as scikit-learn's)."""
+    return GaussianModel.of(weights, means, covariances, covariance_type).log_joint(X)
+
+
 def gaussian_sample(
     n: int, weights: FloatArray, means: FloatArray, covariances: FloatArray, covariance_type: str, seed: int
 ) -> tuple[FloatArray, IntArray]:
-    """``n`` points drawn from the mixture, and the component each came from; the same seed, the same sample."""
-    rng = np.random.default_rng(seed)
-    K, d = means.shape
-    labels = rng.choice(K, size=n, p=weights)
-    points = np.empty((n, d))
-    for k in range(K):
-        members = np.flatnonzero(labels == k)
-        if covariance_type == "full":
-            factor = np.linalg.cholesky(covariances[k])
-        elif covariance_type == "tied":
-            factor = np.linalg.cholesky(covariances)
-        elif covariance_type == "diag":
-            factor = np.diag(np.sqrt(covariances[k]))
-        else:
-            factor = np.sqrt(covariances[k]) * np.eye(d)
-        points[members] = means[k] + rng.standard_normal((len(members), d)) @ factor.T
-    return points, labels
+    return GaussianModel.of(weights, means, covariances, covariance_type).sample(n, seed)
 
 
 # --- coins ---
+
+
+@dataclass(frozen=True)
+class CoinModel:
+    biases: FloatArray  # (K,) P(heads) of each coin, in [0, 1]
+    weights: FloatArray  # (K,)
+
+    @classmethod
+    def of(cls, biases: Any, weights: Any | None) -> CoinModel:
+        biases_array = as_float_array(biases, "params.biases")
+        if biases_array.ndim != 1 or biases_array.size == 0:
+            raise InvalidParameterError("params.biases must be a list of K numbers", "params.biases")
+        if np.any(biases_array < 0) or np.any(biases_array > 1):
+            raise InvalidParameterError("params.biases must each lie in [0, 1]", "params.biases")
+        K = biases_array.size
+        given = np.full(K, 1.0 / K) if weights is None else as_float_array(weights, "params.weights")
+        return cls(biases_array, check_weights(given, K, "params.weights"))
+
+    def log_joint(self, heads: FloatArray, tails: FloatArray) -> FloatArray:
+        return coin_log_joint(heads, tails, self.biases, self.weights)
+
+    def sample(self, n: int, flips: int, seed: int) -> tuple[NDArray[np.bool_], IntArray]:
+        """``n`` experiments of ``flips`` flips each (True = heads), and the coin of each."""
+        rng = np.random.default_rng(seed)
+        labels = rng.choice(len(self.biases), size=n, p=self.weights)
+        return rng.random((n, flips)) < self.biases[labels, None], labels
 
 
 def coin_log_joint(heads: FloatArray, tails: FloatArray, biases: FloatArray, weights: FloatArray) -> FloatArray:
@@ -123,6 +192,5 @@ def coin_log_joint(heads: FloatArray, tails: FloatArray, biases: FloatArray, wei
 
 def coin_sample(n: int, flips: int, biases: FloatArray, weights: FloatArray, seed: int) -> tuple[IntArray, IntArray]:
     """``n`` experiments of ``flips`` flips each: heads counts and the coin of each; same seed, same sample."""
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(len(biases), size=n, p=weights)
-    return rng.binomial(flips, biases[labels]), labels
+    outcomes, labels = CoinModel.of(biases, weights).sample(n, flips, seed)
+    return outcomes.sum(axis=1), labels

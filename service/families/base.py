@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from service.em.loop import EMOptions, FitOutcome, Hooks
@@ -48,6 +50,30 @@ class Solved(Protocol):
 
 
 @dataclass(frozen=True)
+class ModelUse:
+    """What a family's kept model is and does (``/v1/models``): imported, then used on new data.
+
+    A model's stored content is JSON: ``{"params", "n_features", "covariance_type"?, "log_likelihood"?}`` with
+    ``params`` as a fit's result shows them. ``load`` turns it into whatever ``log_joint`` and ``sample`` take
+    (arrays, factorised covariances), raising :class:`~service.em.errors.EMError` for unusable parameters; an
+    import is ``load``-ed once, so it is validated exactly as a stored model is used.
+    """
+
+    import_request: type[BaseModel]  # POST /v1/models for this kind: {"kind", "params", ...}
+    content_of_import: Callable[[Any], dict[str, Any]]  # an import request -> the stored content
+    load: Callable[[dict[str, Any]], Any]
+    # The observations of a predict/score request (points, sequences, counts or a dataset's array), checked
+    # against the loaded model (a 422 naming the field otherwise), and how many there are.
+    observations: Callable[[Any, Any, NDArray[Any] | None], Any]  # (request, model, dataset's array)
+    count: Callable[[Any], int]
+    log_joint: Callable[[Any, Any], NDArray[np.float64]]  # (n, K) log p(observation, component)
+    sample: Callable[
+        [Any, Any, int], dict[str, Any]
+    ]  # (model, SampleRequest, seed) -> {"points"|"sequences", "labels"}
+    sample_size: Callable[[Any, Any], int]  # numbers a sample will hold (checked against the caps first)
+
+
+@dataclass(frozen=True)
 class Family(Generic[RequestT, TaskT, SolutionT]):
     """One model family. Adding a model is one solver module, one schema module and one of these.
 
@@ -68,5 +94,7 @@ class Family(Generic[RequestT, TaskT, SolutionT]):
     summarise: Callable[[RequestT], dict[str, Any]]
     solve: Callable[[TaskT, Hooks | None], SolutionT]
     render: Callable[[SolutionT, str], bytes]
+    keep: Callable[[SolutionT], dict[str, Any]]  # the model a solved fit keeps (see ModelUse), in the worker
+    use: ModelUse
     result_examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     dataset_kind: str | None = None  # what an uploaded dataset must hold to be fitted by name ("points", "coins")

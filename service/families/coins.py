@@ -11,10 +11,12 @@ from numpy.typing import NDArray
 from service.em.coins import CoinMixture, CoinParams, check_weights, parse_sequences
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
-from service.families.base import Family
+from service.em.use import CoinModel
+from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps
-from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult
+from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult, CoinModelImport
+from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
 from service.settings import Settings
 
@@ -128,6 +130,60 @@ def summarise(request: CoinFitRequest) -> dict[str, Any]:
     }
 
 
+# --- the kept model ---
+
+
+def keep(solution: CoinSolution) -> dict[str, Any]:
+    return {"params": solution.params, "n_features": None, "log_likelihood": solution.outcome.log_likelihood}
+
+
+def content_of_import(request: CoinModelImport) -> dict[str, Any]:
+    model = CoinModel.of(request.params.biases, request.params.weights)  # a 422 for unusable parameters
+    return {"params": {"biases": model.biases, "weights": model.weights}, "n_features": None}
+
+
+def load(content: dict[str, Any]) -> CoinModel:
+    params = content["params"]
+    return CoinModel.of(params["biases"], params.get("weights"))
+
+
+Counts = tuple[FloatArray, FloatArray]
+
+
+def observations(request: ScoreRequest, model: CoinModel, dataset: FloatArray | None) -> Counts:
+    """Heads and tails of the experiments sent (or of the dataset named)."""
+    if request.sequences is not None:
+        return parse_sequences(request.sequences)
+    if request.counts is not None:
+        counts = np.array([(c.heads, c.tails) for c in request.counts], dtype=np.float64)
+        return counts[:, 0], counts[:, 1]
+    if dataset is not None:
+        return np.array(dataset[:, 0], dtype=np.float64), np.array(dataset[:, 1], dtype=np.float64)
+    raise InvalidParameterError("a coins model takes sequences, counts or a dataset of experiments", "points")
+
+
+def log_joint(model: CoinModel, counts: Counts) -> FloatArray:
+    return model.log_joint(*counts)
+
+
+def sample(model: CoinModel, request: SampleRequest, seed: int) -> dict[str, Any]:
+    outcomes, labels = model.sample(request.n, request.flips, seed)
+    letters = np.where(outcomes, ord("H"), ord("T")).astype(np.uint8).tobytes().decode("ascii")
+    flips = request.flips
+    return {"sequences": [letters[i * flips : (i + 1) * flips] for i in range(request.n)], "labels": labels}
+
+
+MODEL_USE = ModelUse(
+    import_request=CoinModelImport,
+    content_of_import=content_of_import,
+    load=load,
+    observations=observations,
+    count=lambda counts: len(counts[0]),
+    log_joint=log_joint,
+    sample=sample,
+    sample_size=lambda model, request: request.n * request.flips,
+)
+
 FAMILY = Family(
     kind="coins",
     title="a K-coin binomial mixture",
@@ -141,5 +197,7 @@ FAMILY = Family(
     summarise=summarise,
     solve=solve,
     render=render,
+    keep=keep,
+    use=MODEL_USE,
     dataset_kind="coins",
 )

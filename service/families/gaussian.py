@@ -10,13 +10,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.datasets.parse import as_rows, map_points
+from service.em.errors import InvalidParameterError
 from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
-from service.families.base import Family
+from service.em.use import GaussianModel
+from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps
-from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult
+from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult, GaussianModelImport
+from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
 from service.settings import Settings
 
@@ -76,6 +79,7 @@ class GaussianTask:
 @dataclass
 class GaussianSolution:
     outcome: FitOutcome[GaussianParams]
+    covariance_type: CovarianceType
     params: dict[str, Any]
     mean_log_likelihood: float
     bic: float
@@ -143,6 +147,7 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
     n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
     return GaussianSolution(
         outcome=outcome,
+        covariance_type=task.covariance_type,
         params=model.to_dict(outcome.params),
         mean_log_likelihood=outcome.log_likelihood / n_samples,
         bic=-2 * outcome.log_likelihood + n_params * np.log(n_samples),
@@ -184,6 +189,60 @@ def summarise(request: GaussianFitRequest) -> dict[str, Any]:
     }
 
 
+# --- the kept model ---
+
+
+def keep(solution: GaussianSolution) -> dict[str, Any]:
+    return {
+        "params": solution.params,
+        "n_features": len(solution.params["means"][0]),
+        "covariance_type": solution.covariance_type,
+        "log_likelihood": solution.outcome.log_likelihood,
+    }
+
+
+def content_of_import(request: GaussianModelImport) -> dict[str, Any]:
+    params = request.params.model_dump(exclude={"stds"})
+    model = load({"params": params, "covariance_type": request.covariance_type})  # a 422 for unusable parameters
+    params = {"weights": model.weights, "means": model.means, "covariances": model.covariances}
+    return {"params": params, "n_features": model.n_features, "covariance_type": request.covariance_type}
+
+
+def load(content: dict[str, Any]) -> GaussianModel:
+    params = content["params"]
+    return GaussianModel.of(params["weights"], params["means"], params["covariances"], content["covariance_type"])
+
+
+def observations(request: ScoreRequest, model: GaussianModel, dataset: FloatArray | None) -> FloatArray:
+    """The points sent (or the dataset named), as rows of the model's dimension."""
+    points = request.points if request.points is not None else dataset
+    if points is None:
+        raise InvalidParameterError("a gaussian model takes points or a dataset of points", "points")
+    X = as_rows(points)
+    if X.shape[1] != model.n_features:
+        field = "points" if request.points is not None else "dataset"
+        raise InvalidParameterError(
+            f"the points have {X.shape[1]} dimensions; the model expects {model.n_features}", field
+        )
+    return X
+
+
+def sample(model: GaussianModel, request: SampleRequest, seed: int) -> dict[str, Any]:
+    points, labels = model.sample(request.n, seed)
+    return {"points": points[:, 0] if model.n_features == 1 else points, "labels": labels}
+
+
+MODEL_USE = ModelUse(
+    import_request=GaussianModelImport,
+    content_of_import=content_of_import,
+    load=load,
+    observations=observations,
+    count=len,
+    log_joint=lambda model, X: model.log_joint(X),
+    sample=sample,
+    sample_size=lambda model, request: request.n * (model.n_features + 1),
+)
+
 FAMILY = Family(
     kind="gaussian",
     title="a Gaussian mixture to points",
@@ -197,5 +256,7 @@ FAMILY = Family(
     summarise=summarise,
     solve=solve,
     render=render,
+    keep=keep,
+    use=MODEL_USE,
     dataset_kind="points",
 )

@@ -6,7 +6,9 @@ registration (``service/families/<kind>.py`` with a ``FAMILY``), then list it he
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+from pydantic import BaseModel, Field
 
 from service.families import coins, gaussian
 from service.families.base import Family
@@ -18,3 +20,15 @@ KINDS: tuple[str, ...] = tuple(BY_KIND)
 
 Job = job_schema(KINDS, [family.result for family in FAMILIES])
 JobPage = job_page_schema(Job)
+
+# POST /v1/models: one import body per family, told apart by "kind".
+if TYPE_CHECKING:
+
+    class ModelImport(BaseModel):
+        kind: str
+
+else:
+    ModelImport = Annotated[
+        Union[tuple(family.use.import_request for family in FAMILIES)],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]

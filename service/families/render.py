@@ -6,6 +6,7 @@ Runs in the worker processes (and inline for tiny fits): numpy arrays go straigh
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -30,6 +31,7 @@ def common_fields(outcome: FitOutcome[Any], job_id: str) -> dict[str, Any]:
         "restarts": [asdict(r) for r in outcome.restarts],
         "warnings": outcome.warnings,
         "job_id": job_id,
+        "model_id": job_id,  # every succeeded fit keeps its model, under the fit's id
         "elapsed_ms": outcome.elapsed_s * 1000.0,
         "log_likelihood": outcome.log_likelihood,
     }
@@ -43,6 +45,11 @@ def dumps(result: dict[str, Any]) -> bytes:
     if b"null" in data and not _finite(result):
         raise EMError("the fit produced non-finite numbers; try fewer components or a larger reg_covar")
     return data
+
+
+def kept_model_json(keep: Callable[[Any], dict[str, Any]], solution: Any) -> bytes:
+    """The JSON of the model a solved fit keeps (``keep`` is the family's)."""
+    return dumps(keep(solution))
 
 
 def _contiguous(value: Any) -> Any:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
@@ -138,9 +138,21 @@ class _ActiveJob:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
 
 
+# Keeps a succeeded job's model (its record, the model's JSON, whether the job is a synchronous fit's) before the
+# job is shown succeeded; raises a StorageError if it cannot, and the job then fails for that reason.
+KeepModel = Callable[[JobRecord, bytes, bool], None]
+
+
 class LocalJobManager:
-    def __init__(self, store: JobStore, limits: JobLimits, observer: JobObserver | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        limits: JobLimits,
+        observer: JobObserver | None = None,
+        keep_model: KeepModel | None = None,
+    ) -> None:
         self.store, self.limits = store, limits
+        self.keep_model = keep_model
         self.observer: JobObserver = observer or _Unobserved()
         self.pool = WorkerPool(limits.workers, self._on_message, limits.worker_memory_bytes)
         self._active: dict[str, _ActiveJob] = {}
@@ -331,14 +343,14 @@ class LocalJobManager:
                         self._write(self.store.mark_running, job_id, at)
                 case Progress(events=events):
                     self._on_progress(active, events)
-                case Finished(status="succeeded", result=bytes() as result, replay=replay) if (
-                    not active.ephemeral and len(result) > _INLINE_WRITE_MAX
+                case Finished(status="succeeded", result=bytes() as result, replay=replay, model=model) if (
+                    not active.ephemeral and len(result) + len(model or b"") > _INLINE_WRITE_MAX
                 ):
                     # Shown succeeded only once committed: until then it reads "running".
                     active.finishing = True
-                    self._spawn(self._finish_large(active, result, replay))
-                case Finished(status=status, result=result, error=error, replay=replay):
-                    self._finish(active, status, result=result, error=error, replay=replay)
+                    self._spawn(self._finish_large(active, result, replay, model))
+                case Finished(status=status, result=result, error=error, replay=replay, model=model):
+                    self._finish(active, status, result=result, error=error, replay=replay, model=model)
                 case Died(exitcode=exitcode):
                     self._on_worker_died(active, exitcode)
         self._dispatch()
@@ -390,29 +402,37 @@ class LocalJobManager:
         result: bytes | None = None,
         error: dict[str, str] | None = None,
         replay: Replay | None = None,
+        model: bytes | None = None,
     ) -> None:
         """Commit the job's end (a small write, done here), then show it."""
         ended = _ended(active.record, status, result, error, replay)
-        self._show_end(active, ended if active.ephemeral else self._store_end(ended))
+        self._show_end(active, self._store_end(ended, model, active.ephemeral))
 
-    async def _finish_large(self, active: _ActiveJob, result: bytes, replay: Replay | None) -> None:
+    async def _finish_large(
+        self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None
+    ) -> None:
         ended = _ended(active.record, "succeeded", result, None, replay)
-        self._show_end(active, await anyio.to_thread.run_sync(self._store_end, ended))
+        self._show_end(active, await anyio.to_thread.run_sync(self._store_end, ended, model, active.ephemeral))
 
-    def _store_end(self, ended: JobRecord) -> JobRecord:
-        """Commit ``ended``; if the store refuses it, commit (and return) the job failed for that reason.
+    def _store_end(self, ended: JobRecord, model: bytes | None = None, ephemeral: bool = False) -> JobRecord:
+        """Commit ``ended`` (and the model a succeeded job keeps; an ephemeral job only that); if the store
+        refuses it, commit (and return) the job failed for that reason.
 
-        So "succeeded" is never shown for a result that is not stored, and GET, listings and the final
+        So "succeeded" is never shown for a result or model that is not stored, and GET, listings and the final
         event all tell the same status.
         """
         try:
+            if ended.status == "succeeded" and model is not None and self.keep_model is not None:
+                self.keep_model(ended, model, ephemeral)
+            if ephemeral:
+                return ended
             self.store.finish(ended)
             self._storage_error = None
             return ended
         except StorageError as exc:
             logger.error("could not store the end of job %s: %s", ended.id, exc)
             failed = _ended(ended, "failed", None, {"type": exc.error_type, "message": str(exc)}, None)
-            if exc.error_type == "storage" or not self._write(self.store.finish, failed):
+            if exc.error_type == "storage" or (not ephemeral and not self._write(self.store.finish, failed)):
                 self._storage_error = str(exc)
             return failed
 

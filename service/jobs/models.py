@@ -98,7 +98,8 @@ class Replay:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """What a worker process runs: ``render(solve(task, hooks), job_id)`` gives the result JSON.
+    """What a worker process runs: ``render(solve(task, hooks), job_id)`` gives the result JSON, and
+    ``keep(solution)`` the model the fit keeps.
 
     The solution has an ``outcome`` (the driver's :class:`~service.em.loop.FitOutcome`), from which the
     worker takes the job's :class:`Replay`.
@@ -111,6 +112,7 @@ class WorkItem:
     task: Any
     render: Callable[[Any, str], bytes]
     time_limit_s: float
+    keep: Callable[[Any], bytes] | None = None  # the JSON of the model a solution keeps (stored with the job's end)
 
 
 class JobError(Exception):

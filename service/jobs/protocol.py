@@ -46,6 +46,7 @@ class Finished:
     result: bytes | None = None
     error: dict[str, str] | None = None
     replay: Replay | None = None
+    model: bytes | None = None  # the kept model's JSON (see Family.keep), for a succeeded job
     worker_exits: bool = False  # the worker stops after this job (e.g. after a MemoryError): give it no more
 
 

@@ -45,6 +45,22 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
+def execute(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], what: str) -> sqlite3.Cursor:
+    """``db.execute``, with SQLite's refusals as the service's storage errors (507 when the disk is full, 503
+    when the file cannot be written, a result too large for a row)."""
+    try:
+        return db.execute(sql, params)
+    except sqlite3.DataError as exc:  # a value over SQLite's limits
+        raise ResultTooLarge(str(exc)) from exc
+    except sqlite3.OperationalError as exc:
+        primary = exc.sqlite_errorcode & 0xFF  # extended codes (SQLITE_IOERR_WRITE, ...) carry it
+        if primary == sqlite3.SQLITE_FULL:
+            raise StorageFull(str(exc)) from exc
+        if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            raise StorageError(f"{what} cannot be written ({exc})") from exc
+        raise
+
+
 class InvalidCursor(ValueError):
     pass
 
@@ -116,17 +132,7 @@ class SQLiteJobStore:
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._mutex:
-            try:
-                return self._db.execute(sql, params)
-            except sqlite3.DataError as exc:  # a value over SQLite's limits
-                raise ResultTooLarge(str(exc)) from exc
-            except sqlite3.OperationalError as exc:
-                primary = exc.sqlite_errorcode & 0xFF  # extended codes (SQLITE_IOERR_WRITE, ...) carry it
-                if primary == sqlite3.SQLITE_FULL:
-                    raise StorageFull(str(exc)) from exc
-                if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
-                    raise StorageError(f"the job store cannot be written ({exc})") from exc
-                raise
+            return execute(self._db, sql, params, "the job store")
 
     def insert(self, record: JobRecord) -> None:
         self._execute(

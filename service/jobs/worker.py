@@ -65,7 +65,8 @@ def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
             conn.send(Finished(job_id, "cancelled"))
             return
         result = item.render(solution, job_id)
-        conn.send(Finished(job_id, "succeeded", result=result, replay=Replay.of(solution.outcome)))
+        model = None if item.keep is None else item.keep(solution)
+        conn.send(Finished(job_id, "succeeded", result=result, replay=Replay.of(solution.outcome), model=model))
     except EMError as exc:
         conn.send(Finished(job_id, "failed", error=invalid_request(exc)))
     except MemoryError:

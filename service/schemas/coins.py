@@ -77,6 +77,22 @@ class CoinParamsOut(BaseModel):
     weights: list[float] = Field(description="mixing weights")
 
 
+class CoinParamsIn(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    biases: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1, description="P(heads) per coin")
+    weights: list[Weight] | None = Field(None, description="mixing weights summing to 1 (null: equal)")
+
+
+class CoinModelImport(BaseModel):
+    """A coin mixture's parameters, to keep as a model."""
+
+    model_config = REQUEST_CONFIG
+
+    kind: Literal["coins"]
+    params: CoinParamsIn
+
+
 class CoinFitResult(FitResultBase):
     model: Literal["coins"] = "coins"
     params: CoinParamsOut

@@ -95,6 +95,10 @@ class FitResultBase(BaseModel):
     restarts: list[Restart]
     warnings: list[str]
     job_id: str
+    model_id: str = Field(
+        description="the model this fit kept (GET /v1/models/{model_id}, then predict, score, sample); "
+        "the same string as job_id"
+    )
     elapsed_ms: float = Field(description="server time spent fitting")
 
 

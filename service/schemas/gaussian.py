@@ -78,6 +78,27 @@ class GaussianParamsOut(BaseModel):
     )
 
 
+class GaussianParamsIn(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    weights: list[float] = Field(min_length=1, description="K weights >= 0 summing to 1")
+    means: list[float] | Matrix = Field(min_length=1, description="K x d (for 1-D data a flat list of K numbers)")
+    covariances: float | list[float] | Matrix | list[Matrix] = Field(
+        description="full K x d x d, diag K x d, spherical K, tied d x d (for 1-D data a flat list of K numbers)"
+    )
+    stds: list[float] | None = Field(None, description="as a 1-D result shows them; ignored (the covariances say)")
+
+
+class GaussianModelImport(BaseModel):
+    """A Gaussian mixture's parameters, to keep as a model (checked as a fit's init is)."""
+
+    model_config = REQUEST_CONFIG
+
+    kind: Literal["gaussian"]
+    covariance_type: CovarianceType = "full"
+    params: GaussianParamsIn
+
+
 class GaussianFitResult(FitResultBase):
     model: Literal["gaussian"] = "gaussian"
     params: GaussianParamsOut

@@ -141,7 +141,7 @@ def test_a_fit_by_dataset_id_equals_the_fit_of_the_points_sent(client, dtype):
     by_id = client.post("/v1/fit/gaussian", json={"dataset": dataset, **options})
     sent = client.post("/v1/fit/gaussian", json={"points": points.astype(np.float64).tolist(), **options})
     assert by_id.status_code == sent.status_code == 200, by_id.text
-    drop = {"job_id", "elapsed_ms"}
+    drop = {"job_id", "model_id", "elapsed_ms"}
     assert {k: v for k, v in by_id.json().items() if k not in drop} == {
         k: v for k, v in sent.json().items() if k not in drop
     }
@@ -187,7 +187,7 @@ def test_a_dataset_of_the_wrong_kind_is_a_422(client):
     response = client.post("/v1/fit/gaussian", json={"dataset": coins})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "dataset"]
-    assert "holds coins; a gaussian fit needs points" in response.json()["detail"][0]["msg"]
+    assert "holds coins; a gaussian model needs points" in response.json()["detail"][0]["msg"]
 
 
 def test_another_key_cannot_fit_a_dataset_it_does_not_own(tmp_path):

@@ -9,7 +9,7 @@ from service.schemas.coins import COIN_EXAMPLES
 from service.schemas.gaussian import GAUSSIAN_EXAMPLES
 from tests.conftest import DO_BATZOGLOU
 
-TIMING_FIELDS = {"job_id", "elapsed_ms"}
+TIMING_FIELDS = {"job_id", "model_id", "elapsed_ms"}
 
 
 def _without_timings(body: dict) -> dict:

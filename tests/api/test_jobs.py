@@ -13,7 +13,7 @@ from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
 from tests.jobs.helpers import long_gaussian_body, parse_sse, wait_until
 
-TIMINGS = {"job_id", "elapsed_ms"}
+TIMINGS = {"job_id", "model_id", "elapsed_ms"}
 
 
 def _finished(client, job_id):

@@ -219,7 +219,7 @@ def test_large_bodies_are_parsed_and_validated_in_a_helper_process(tmp_path, mon
             client.post("/v1/fit/gaussian", content=broken, headers=JSON),
             client.post("/v1/fit/coins", json={"counts": [{"heads": 1, "tails": 2}] * 20_000, "seed": 0}),
         ]
-        volatile = ("job_id", "elapsed_ms")
+        volatile = ("job_id", "model_id", "elapsed_ms")
         return [(r.status_code, {k: v for k, v in r.json().items() if k not in volatile}) for r in responses]
 
     with TestClient(create_app(Settings(data_dir=tmp_path / "here", body_offload_bytes=0))) as client:

@@ -13,7 +13,7 @@ from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
 from tests.jobs.helpers import wait_until
 
-TIMINGS = {"job_id", "elapsed_ms"}
+TIMINGS = {"job_id", "model_id", "elapsed_ms"}
 GAUSSIAN_BODY = {"points": [[0, 0], [0.2, 0.1], [0.1, 0.3], [5, 5], [5.2, 4.9], [4.8, 5.1]], "seed": 3, "n_init": 2}
 COIN_BODY = {"sequences": DO_BATZOGLOU, "n_coins": 2, "n_init": 3, "seed": 7, "fit_weights": True}
 

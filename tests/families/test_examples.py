@@ -47,4 +47,4 @@ def test_request_examples_run_over_http_and_answer_the_kept_result(client):
             assert response.status_code == 200, (family.kind, name, response.text)
             fresh = response.json()
             kept = family.result_examples[name]["value"]
-            _close({**kept, "job_id": None}, {**fresh, "job_id": None})
+            _close({**kept, "job_id": None, "model_id": None}, {**fresh, "job_id": None, "model_id": None})

@@ -1,0 +1,1 @@
+"""Kept models: stored after every succeeded fit (or imported), used to predict, score and sample."""

@@ -1,0 +1,144 @@
+"""Kept models: every succeeded fit's parameters (and every imported set), in SQLite under ``<data_dir>/models``.
+
+A model is small (parameters, not data) and written once, before the fit that made it is shown succeeded. It
+lives until its owner deletes it, until it has been neither made nor used for the retention period, or until
+its owner keeps more than the cap (the least recently used go first): a busy client fitting thousands of small
+models a second must not grow the store without bound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.jobs.models import Access
+from service.jobs.store import InvalidCursor, execute
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    id          TEXT PRIMARY KEY,
+    owner       TEXT,
+    kind        TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    used_at     REAL NOT NULL,
+    job_id      TEXT,
+    body        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS models_by_created ON models (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS models_by_owner_use ON models (owner, used_at);
+"""
+_COLUMNS = "id, owner, kind, created_at, job_id, body"  # a ModelRecord's fields, in order
+
+# Trimming an owner to the cap is one indexed DELETE; doing it on every write would double a small fit's
+# store cost, so it runs on every TRIM_EVERY-th write (an owner exceeds the cap by at most that many meanwhile).
+TRIM_EVERY = 256
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str
+    owner: str | None
+    kind: str
+    created_at: float
+    job_id: str | None  # the job that fitted it (None for a synchronous fit or an import)
+    body: bytes  # JSON: {"params", "n_features", "covariance_type"?, "log_likelihood"?}
+
+    def content(self) -> dict[str, Any]:
+        content: dict[str, Any] = orjson.loads(self.body)
+        return content
+
+    def document(self, with_params: bool = True) -> dict[str, Any]:
+        """The model as the API shows it (a listing leaves out the parameters, which can be large)."""
+        content = self.content()
+        if not with_params:
+            content.pop("params", None)
+        created = datetime.fromtimestamp(self.created_at, UTC).isoformat().replace("+00:00", "Z")
+        return {"id": self.id, "kind": self.kind, **content, "created_at": created, "job_id": self.job_id}
+
+
+class ModelStore:
+    def __init__(self, data_dir: Path, max_per_owner: int) -> None:
+        directory = data_dir / "models"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.max_per_owner = max_per_owner
+        self._db = sqlite3.connect(directory / "models.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.executescript(_SCHEMA)
+        self._mutex = threading.Lock()  # written from the event loop and from the job manager's threads
+        self._writes = 0
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._mutex:
+            return execute(self._db, sql, params, "the model store")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put(self, record: ModelRecord) -> None:
+        """Keep ``record`` (a StorageError if the store refuses it: the fit then fails rather than lose it)."""
+        self._execute(
+            f"INSERT INTO models ({_COLUMNS}, used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.id, record.owner, record.kind, record.created_at, record.job_id, record.body, record.created_at),
+        )
+        self._writes += 1
+        if self._writes % TRIM_EVERY == 0:
+            self.trim(record.owner)
+
+    def get(self, model_id: str, access: Access) -> ModelRecord | None:
+        row = self._execute(f"SELECT {_COLUMNS} FROM models WHERE id = ?", (model_id,)).fetchone()
+        record = None if row is None else ModelRecord(*row)
+        return record if record is not None and access.may_see(record) else None
+
+    def list(self, access: Access, limit: int, cursor: str | None) -> tuple[list[ModelRecord], str | None]:
+        """Newest first; ``cursor`` is the id of the last model of the previous page."""
+        where: list[str] = []
+        args: list[Any] = []
+        if access.owner_filter is not None:
+            where.append("owner = ?")
+            args.append(access.owner_filter)
+        if cursor:
+            after = self._execute("SELECT created_at, id FROM models WHERE id = ?", (cursor,)).fetchone()
+            if after is None:
+                raise InvalidCursor("cursor is not a next_cursor this listing gave (pass next_cursor back as given)")
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(after)
+        sql = f"SELECT {_COLUMNS} FROM models" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
+        records = [ModelRecord(*row) for row in rows[:limit]]
+        return records, (records[-1].id if len(rows) > limit else None)
+
+    def touch(self, model_id: str) -> None:
+        """Note a use (predict, score, sample): retention and the cap count from the last one."""
+        self._execute("UPDATE models SET used_at = ? WHERE id = ?", (time.time(), model_id))
+
+    def delete(self, model_id: str) -> bool:
+        return self._execute("DELETE FROM models WHERE id = ?", (model_id,)).rowcount > 0
+
+    def trim(self, owner: str | None) -> int:
+        """Forget ``owner``'s least recently used models past the cap."""
+        cursor = self._execute(
+            "DELETE FROM models WHERE id IN (SELECT id FROM models WHERE owner IS ? "
+            "ORDER BY used_at DESC LIMIT -1 OFFSET ?)",
+            (owner, self.max_per_owner),
+        )
+        return cursor.rowcount
+
+    def expire(self, before: float) -> int:
+        """Forget the models neither made nor used since ``before``, and trim every owner to the cap."""
+        expired = self._execute("DELETE FROM models WHERE used_at < ?", (before,)).rowcount
+        owners = [owner for (owner,) in self._execute("SELECT DISTINCT owner FROM models").fetchall()]
+        expired += sum(self.trim(owner) for owner in owners)
+        self._execute("PRAGMA incremental_vacuum")
+        return expired
+
+    def count(self) -> int:
+        return int(self._execute("SELECT count(*) FROM models").fetchone()[0])

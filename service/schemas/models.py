@@ -1,0 +1,89 @@
+"""Kept models: what a model looks like, and the bodies of predict, score and sample.
+
+The import bodies are each family's (``kind`` picks one); everything else is shared by every family.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.schemas.coins import CoinCounts
+from service.schemas.common import REQUEST_CONFIG
+from service.schemas.points import Points
+
+
+class ModelSummary(BaseModel):
+    id: str = Field(description="a fit's model has the fit's job_id as its id")
+    kind: str = Field(description="the model family: coins, gaussian, ...")
+    n_features: int | None = Field(description="dimensions of a point the model expects (null for coins)")
+    covariance_type: str | None = Field(None, description="gaussian: full, diag, spherical or tied")
+    log_likelihood: float | None = Field(None, description="of the data it was fitted to (null for an import)")
+    created_at: str
+    job_id: str | None = Field(description="the job that fitted it (null for a synchronous fit or an import)")
+
+
+class KeptModel(ModelSummary):
+    params: dict[str, Any] = Field(description="the parameters, as a fit's result shows them")
+
+
+class ModelPage(BaseModel):
+    items: list[ModelSummary] = Field(description="newest first, without their parameters (read one for those)")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+
+
+class ScoreRequest(BaseModel):
+    """New observations for a kept model: exactly one of points, sequences, counts or dataset."""
+
+    model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
+
+    points: Points | None = Field(None, description="gaussian: a list of numbers (1-D) or rows of d numbers")
+    sequences: list[str] | None = Field(None, min_length=1, description='coins: experiments as flips, e.g. "HTTH"')
+    counts: list[CoinCounts] | None = Field(None, min_length=1, description="coins: experiments as heads and tails")
+    dataset: str | None = Field(None, min_length=1, max_length=64, description="the id of an uploaded dataset")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [name for name in ("points", "sequences", "counts", "dataset") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of points, sequences, counts, dataset (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+
+class PredictRequest(ScoreRequest):
+    return_responsibilities: bool = Field(False, description="include the n x K responsibilities")
+
+
+class Prediction(BaseModel):
+    labels: list[int] = Field(description="the most probable component of each observation")
+    responsibilities: list[list[float]] | None = Field(description="n x K (null unless asked for)")
+
+
+class Score(BaseModel):
+    log_likelihood: float = Field(description="total log-likelihood of the observations under the model")
+    mean_log_likelihood: float = Field(description="per observation")
+    per_observation: list[float] = Field(
+        description="log p(observation) (scikit-learn's score_samples; coins include the binomial coefficient)"
+    )
+
+
+class SampleRequest(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    n: int = Field(ge=1, description="observations to draw")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed => same sample (null: random)")
+    flips: int = Field(10, ge=1, le=100_000, description="coins: flips per experiment")
+
+
+class Sample(BaseModel):
+    points: list[float] | list[list[float]] | None = Field(
+        None, exclude_if=lambda v: v is None, description="gaussian: n rows of d numbers"
+    )
+    sequences: list[str] | None = Field(
+        None, exclude_if=lambda v: v is None, description="coins: n experiments as flips"
+    )
+    labels: list[int] = Field(description="the component each observation was drawn from")
+    seed: int = Field(description="the seed used (replays this sample)")
