@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service.api import datasets as dataset_routes
-from service.api import fit, health, jobs, metrics
+from service.api import fit, health, jobs, metrics, selection
 from service.api import models as model_routes
 from service.api.deps import AppServices
 from service.api.edge import EdgeMiddleware
@@ -122,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, **protected)  # type: ignore[arg-type]
     app.include_router(dataset_routes.router, **protected)  # type: ignore[arg-type]
     app.include_router(model_routes.router, **protected)  # type: ignore[arg-type]
+    app.include_router(selection.fit_router, **protected)  # type: ignore[arg-type]
+    app.include_router(selection.job_router, **protected)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(metrics.router)
     # Innermost first. Allow names every method of a path. The edge refuses from the head alone (431, 413,

@@ -18,7 +18,7 @@ from service.api.routing import OrjsonRoute
 from service.api.runs import start_job
 from service.api.views import RawJSONResponse, job_document, job_json
 from service.families.base import Family
-from service.families.registry import FAMILIES, KINDS, Job, JobPage
+from service.families.registry import FAMILIES, JOB_KINDS, Job, JobPage
 from service.jobs.manager import JobManager
 from service.jobs.models import Access, JobRecord, JobStatus
 from service.jobs.store import JobFilter
@@ -26,7 +26,7 @@ from service.schemas.common import FitOptions, Message
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=OrjsonRoute)
 
-FamilyKind = Literal[KINDS]  # type: ignore[valid-type]
+JobKind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job (or it expired)", "model": Message}}
 
@@ -65,7 +65,9 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200, description="jobs per page")] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
-    kind: Annotated[FamilyKind | None, Query(description="only jobs of this model family")] = None,
+    kind: Annotated[
+        JobKind | None, Query(description="only jobs of this kind (a model family, or gaussian_select)")
+    ] = None,
 ) -> RawJSONResponse:
     """Recent jobs, newest first, without their results (fetch a job for its result)."""
     # An empty cursor is what a client sends for "no cursor yet" (cursor=""): the first page.

@@ -10,15 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import BaseModel, Field
 
-from service.families import coins, gaussian
+from service.families import coins, gaussian, gaussian_select
 from service.families.base import Family
 from service.schemas.jobs import job_page_schema, job_schema
+from service.schemas.selection import SelectionResult
 
 FAMILIES: tuple[Family[Any, Any, Any], ...] = (coins.FAMILY, gaussian.FAMILY)
 BY_KIND: dict[str, Family[Any, Any, Any]] = {family.kind: family for family in FAMILIES}
 KINDS: tuple[str, ...] = tuple(BY_KIND)
 
-Job = job_schema(KINDS, [family.result for family in FAMILIES])
+# Jobs run fits of every family, and model selections (each of whose candidates is a fit).
+JOB_KINDS: tuple[str, ...] = (*KINDS, gaussian_select.KIND)
+Job = job_schema(JOB_KINDS, [*(family.result for family in FAMILIES), SelectionResult])
 JobPage = job_page_schema(Job)
 
 # POST /v1/models: one import body per family, told apart by "kind".

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import anyio
+import orjson
 
 from service.jobs.models import (
     EVERYONE,
@@ -70,6 +71,18 @@ class JobManager(Protocol):
         item: WorkItem,
         request: dict[str, Any],
         *,
+        owner: str | None = None,
+        ephemeral: bool = False,
+    ) -> JobRecord: ...
+    def submit_group(
+        self,
+        kind: str,
+        part_kind: str,
+        items: builtins.list[WorkItem],
+        request: dict[str, Any],
+        combine: Callable[[str, builtins.list[bytes], float], bytes],
+        *,
+        part_event: str = "part",
         owner: str | None = None,
         ephemeral: bool = False,
     ) -> JobRecord: ...
@@ -133,6 +146,7 @@ class _ActiveJob:
     # late followers (nothing else can see it).
     ephemeral: bool = False
     finishing: bool = False  # its result is being committed; it is shown finished only once stored
+    parts: builtins.list[str] | None = None  # a group's parts (ephemeral jobs on the workers): see submit_group
 
     def add_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
@@ -238,6 +252,11 @@ class LocalJobManager:
         """
         if len(self._pending) >= self.limits.queue_size:
             raise QueueFull(self.limits.queue_size, retry_after_s=max(1, len(self._pending) // self.limits.workers))
+        return self._queue(kind, item, request, owner=owner, ephemeral=ephemeral).record
+
+    def _queue(
+        self, kind: str, item: WorkItem, request: dict[str, Any], *, owner: str | None, ephemeral: bool
+    ) -> _ActiveJob:
         record = JobRecord(
             id=new_job_id(), kind=kind, status="queued", created_at=time.time(), request=request, owner=owner
         )
@@ -247,10 +266,90 @@ class LocalJobManager:
             except StorageError as exc:
                 self._storage_error = str(exc)
                 raise
-        self._active[record.id] = _ActiveJob(record, item, item.time_limit_s, ephemeral=ephemeral)
+        active = self._active[record.id] = _ActiveJob(record, item, item.time_limit_s, ephemeral=ephemeral)
         self._pending.append(record.id)
         self._dispatch()
+        return active
+
+    def submit_group(
+        self,
+        kind: str,
+        part_kind: str,
+        items: builtins.list[WorkItem],
+        request: dict[str, Any],
+        combine: Callable[[str, builtins.list[bytes], float], bytes],
+        *,
+        part_event: str = "part",
+        owner: str | None = None,
+        ephemeral: bool = False,
+    ) -> JobRecord:
+        """Queue a job made of parts that run in parallel on the workers (a model selection's candidates).
+
+        Each part is an ephemeral ``part_kind`` job (it keeps its model like any fit); as each succeeds the group
+        sends a ``part_event`` event with its result. When all have, ``combine(group_id, results, elapsed_s)`` is
+        the group's result. A part that fails fails the group (the rest are cancelled); cancelling the group
+        cancels its parts.
+        All parts are queued at once, or none (QueueFull).
+        """
+        if len(self._pending) + len(items) > self.limits.queue_size:
+            raise QueueFull(self.limits.queue_size, retry_after_s=max(1, len(self._pending) // self.limits.workers))
+        record = JobRecord(
+            id=new_job_id(), kind=kind, status="running", created_at=time.time(), request=request, owner=owner
+        )
+        record.started_at = record.created_at
+        if not ephemeral:
+            try:
+                self.store.insert(record)
+                self.store.mark_running(record.id, record.started_at)
+            except StorageError as exc:
+                self._storage_error = str(exc)
+                raise
+        # The group's own clock never runs out: each part has its time limit, enforced on its worker.
+        active = _ActiveJob(record, None, float("inf"), ephemeral=ephemeral)
+        self._active[record.id] = active
+        part_request = {**request, "group": record.id}
+        parts = [self._queue(part_kind, item, part_request, owner=owner, ephemeral=True) for item in items]
+        active.parts = [part.record.id for part in parts]
+        self._spawn(self._run_group(active, parts, combine, part_event))
         return record
+
+    async def _run_group(
+        self,
+        active: _ActiveJob,
+        parts: builtins.list[_ActiveJob],
+        combine: Callable[[str, builtins.list[bytes], float], bytes],
+        part_event: str,
+    ) -> None:
+        async def ended(part: _ActiveJob) -> JobRecord:
+            await part.done.wait()  # held here: an ephemeral part leaves the manager's table when it ends
+            return part.record
+
+        results: builtins.list[bytes | None] = [None] * len(parts)
+        index = {part.record.id: i for i, part in enumerate(parts)}
+        first_start = time.monotonic()
+        for done in asyncio.as_completed([ended(part) for part in parts]):
+            part = await done
+            if active.record.finished:  # the service stopped: the group was failed with everything else
+                return
+            if part.status != "succeeded" or part.result is None:
+                await self._cancel_parts(active)
+                if active.cancel_requested_at is not None:
+                    self._finish(active, "cancelled")
+                else:
+                    error = dict(part.error or {"type": "failed", "message": f"a part ended {part.status}"})
+                    self._finish(active, "failed", error=error)
+                return
+            results[index[part.id]] = part.result
+            active.add_event(part_event, orjson.loads(part.result))
+            self._notify(active)
+        result = combine(active.record.id, [r for r in results if r is not None], time.monotonic() - first_start)
+        self._finish(active, "succeeded", result=result)
+
+    async def _cancel_parts(self, active: _ActiveJob) -> None:
+        for part in active.parts or ():
+            if part in self._active:  # an ended ephemeral part is gone: nothing to cancel
+                with contextlib.suppress(JobNotFound, JobAlreadyFinished):
+                    await self.cancel(part)
 
     async def wait(self, job_id: str) -> JobRecord:
         active = self._active.get(job_id)
@@ -294,6 +393,10 @@ class LocalJobManager:
         if job_id in self._pending:
             self._pending.remove(job_id)
             self._finish(active, "cancelled")
+        elif active.parts is not None:
+            if active.cancel_requested_at is None:
+                active.cancel_requested_at = time.monotonic()
+                await self._cancel_parts(active)  # the group then ends cancelled
         elif active.cancel_requested_at is None:
             # Running, or handed to a worker that has not said "started" yet: the worker checks its cancel
             # flag before the first iteration, and the watchdog kills it if it does not stop.
@@ -481,7 +584,7 @@ class LocalJobManager:
             await asyncio.sleep(0.2)
             now = time.monotonic()
             for job_id, active in list(self._active.items()):
-                if active.record.status != "running":
+                if active.record.status != "running" or active.parts is not None:
                     continue
                 if (
                     active.cancel_requested_at is not None

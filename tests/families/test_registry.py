@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from service.families.registry import FAMILIES, KINDS
+from service.families.registry import FAMILIES, JOB_KINDS, KINDS
 from service.openapi import current_schema
 
 
@@ -29,14 +29,15 @@ def test_every_family_has_a_fit_and_a_job_route_with_its_own_schema_and_examples
 
 def test_job_kind_and_result_union_come_from_the_registry(schema):
     job = schema["components"]["schemas"]["Job"]["properties"]
-    assert job["kind"]["enum"] == list(KINDS)
+    # Every family's fits, and model selections (whose candidates are Gaussian fits).
+    assert job["kind"]["enum"] == [*KINDS, "gaussian_select"] == list(JOB_KINDS)
     union = job["result"]["anyOf"][0]
     members = sorted(ref["$ref"].rsplit("/", 1)[1] for ref in union["oneOf"])
-    assert members == sorted(family.result.__name__ for family in FAMILIES)
-    assert set(union["discriminator"]["mapping"]) == set(KINDS)
+    assert members == sorted([*(family.result.__name__ for family in FAMILIES), "SelectionResult"])
+    assert set(union["discriminator"]["mapping"]) == {*KINDS, "gaussian_selection"}
     listing = schema["paths"]["/v1/jobs"]["get"]["parameters"]
     kind_filter = next(p for p in listing if p["name"] == "kind")
-    assert kind_filter["schema"]["anyOf"][0]["enum"] == list(KINDS)
+    assert kind_filter["schema"]["anyOf"][0]["enum"] == list(JOB_KINDS)
 
 
 def test_the_worker_path_and_the_solver_never_import_fastapi():
