@@ -1,8 +1,8 @@
 """A kept model used on observations: predictions, scores and samples as the API answers them.
 
 Family-neutral: the family's :class:`~service.families.base.ModelUse` says what its model and observations
-are; this turns its (n, K) log-joint into labels, responsibilities and log-likelihoods, and refuses (as a
-422) observations the model gives no probability at all, rather than answer -inf or NaN.
+are; this turns its (n, K) log-joint into labels, responsibilities and log-likelihoods (refusing, as a 422,
+observations the model gives no probability at all, rather than answer -inf or NaN).
 """
 
 from __future__ import annotations
@@ -11,21 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from service.em.errors import InvalidParameterError
 from service.em.use import predict
 from service.families.base import ModelUse
 
 
 def predictions(use: ModelUse, model: Any, observations: Any, return_responsibilities: bool) -> dict[str, Any]:
-    outcome = predict(_log_joint(use, model, observations))
-    return {
-        "labels": outcome.labels,
-        "responsibilities": outcome.responsibilities if return_responsibilities else None,
-    }
+    outcome = predict(_log_joint(use, model, observations), responsibilities=return_responsibilities, scores=False)
+    return {"labels": outcome.labels, "responsibilities": outcome.responsibilities}
 
 
 def scores(use: ModelUse, model: Any, observations: Any) -> dict[str, Any]:
-    per_observation = predict(_log_joint(use, model, observations)).log_likelihood
+    per_observation = predict(_log_joint(use, model, observations), responsibilities=False).log_likelihood
+    assert per_observation is not None
     total = float(np.sum(per_observation))
     return {
         "log_likelihood": total,
@@ -39,13 +36,5 @@ def sample(use: ModelUse, model: Any, request: Any, seed: int) -> dict[str, Any]
 
 
 def _log_joint(use: ModelUse, model: Any, observations: Any) -> Any:
-    with np.errstate(over="ignore", invalid="ignore"):
-        log_joint = use.log_joint(model, observations)
-    possible = np.max(log_joint, axis=1)
-    if not np.all(np.isfinite(possible)):
-        first = int(np.flatnonzero(~np.isfinite(possible))[0])
-        raise InvalidParameterError(
-            f"observation {first} has probability 0 under the model (or lies too far from it to compute one)",
-            "points",
-        )
-    return log_joint
+    with np.errstate(over="ignore", invalid="ignore"):  # far-off points: -inf, refused by predict()
+        return use.log_joint(model, observations)
