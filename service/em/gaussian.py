@@ -26,10 +26,11 @@ from service.em.gaussian_checks import (
     check_enough_distinct_points,
     check_options,
     check_spread,
+    column_variances,
+    floor_of,
     not_positive_definite,
     shape_covariances,
     shape_means,
-    variance_floor,
 )
 from service.em.gaussian_pass import Components, Design, Moments
 from service.em.seeding import kmeans_plus_plus, squared_distances
@@ -240,7 +241,8 @@ class GaussianMixture:
         self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
         # In double precision the design holds the centred data already: keep one copy, not two.
         self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
-        self.floor = variance_floor(self.X)
+        self.column_variances = column_variances(self.X) if len(self.X) > 1 else np.zeros(self.X.shape[1])
+        self.floor = floor_of(self.column_variances) if len(self.X) > 1 else 1e-10
         self._gram = self.X.T @ self.X if covariance_type == "tied" else None
         # Caller-given starting arrays, checked now so a bad shape fails before any work.
         K, d = n_components, self.X.shape[1]
@@ -353,8 +355,37 @@ class GaussianMixture:
     # --- the returned fit's own warnings ---
 
     def diagnose(self, params: GaussianParams) -> list[str]:
-        """Components that explain no data, and components that coincide (one group fitted twice)."""
-        return [*self._empty_warnings(params), *self._coincidence_warnings(params)]
+        """Components that explain no data, that collapsed onto repeated values, and that coincide (one group
+        fitted twice)."""
+        return [*self._empty_warnings(params), *self._collapsed_warnings(params), *self._coincidence_warnings(params)]
+
+    def collapsed_components(self, params: GaussianParams) -> list[int]:
+        """Components with data whose own variance is nil in some dimension (all they explain shares one value
+        there): only reg_covar holds them up, and the likelihood grows without bound as it shrinks, so such a
+        fit's log-likelihood (and BIC) says more about reg_covar than about the data."""
+        if self.covariance_type == "tied":  # a pooled covariance collapses only with the data itself
+            return []
+        covariances = params.covariances
+        if self.covariance_type == "full":
+            variances = np.diagonal(covariances, axis1=1, axis2=2)
+        elif self.covariance_type == "diag":
+            variances = covariances
+        else:
+            variances = np.repeat(covariances[:, None], self.n_features, axis=1)
+        own = variances - self.reg_covar
+        nil = (own <= 1e-8 * self.column_variances) & (self.column_variances > 0)
+        explains_data = params.weights * self.n_observations >= 1  # empty ones have their own warning
+        return np.flatnonzero(np.any(nil, axis=1) & explains_data).tolist()
+
+    def _collapsed_warnings(self, params: GaussianParams) -> list[str]:
+        collapsed = self.collapsed_components(params)
+        if not collapsed:
+            return []
+        return [
+            f"component(s) {collapsed} collapsed onto points that share one value in some dimension (their variance "
+            "there is only reg_covar): the likelihood is unbounded there, so this fit's log-likelihood and BIC are "
+            "not comparable with other fits' — consider fewer components or a larger reg_covar"
+        ]
 
     def _empty_warnings(self, params: GaussianParams) -> list[str]:
         # Less than one point's share: its mean and covariance come from the floors, not from data.

@@ -97,16 +97,24 @@ def check_spread(X: FloatArray, dtype: WorkingDtype) -> FloatArray:
     return shift
 
 
-def variance_floor(X: FloatArray, shift: FloatArray | None = None) -> float:
-    """The least variance a component may have: tiny against the data's spread, far above rounding noise."""
+def column_variances(X: FloatArray, shift: FloatArray | None = None) -> FloatArray:
+    """Each dimension's variance (about ``shift``, the mean by default), in blocks of rows: no n x d temporary."""
     n = len(X)
-    if n <= 1:
-        return 1e-10
     centre = X.mean(axis=0) if shift is None else shift
     total = np.zeros(X.shape[1])
     for begin in range(0, n, _CHUNK_ROWS):
         total += np.sum(np.square(X[begin : begin + _CHUNK_ROWS] - centre), axis=0)
-    spread = float(np.mean(total / n))
+    variances: FloatArray = total / max(n, 1)
+    return variances
+
+
+def variance_floor(X: FloatArray, shift: FloatArray | None = None) -> float:
+    """The least variance a component may have: tiny against the data's spread, far above rounding noise."""
+    return floor_of(column_variances(X, shift)) if len(X) > 1 else 1e-10
+
+
+def floor_of(variances: FloatArray) -> float:
+    spread = float(np.mean(variances))
     return spread * 1e-10 if spread > 0 else 1e-10
 
 

@@ -80,6 +80,7 @@ class GaussianTask:
 class GaussianSolution:
     outcome: FitOutcome[GaussianParams]
     covariance_type: CovarianceType
+    collapsed: list[int]  # components that collapsed onto repeated values (see GaussianMixture.collapsed_components)
     params: dict[str, Any]
     mean_log_likelihood: float
     bic: float
@@ -148,6 +149,7 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
     return GaussianSolution(
         outcome=outcome,
         covariance_type=task.covariance_type,
+        collapsed=model.collapsed_components(outcome.params),
         params=model.to_dict(outcome.params),
         mean_log_likelihood=outcome.log_likelihood / n_samples,
         bic=-2 * outcome.log_likelihood + n_params * np.log(n_samples),

@@ -73,15 +73,27 @@ def render_candidate(solution: gaussian.GaussianSolution, job_id: str) -> bytes:
             "n_iter": outcome.n_iter,
             "stop_reason": outcome.stop_reason,
             "warnings": outcome.warnings,
+            "degenerate": bool(solution.collapsed),
             "model_id": job_id,
         }
     )
 
 
 def result(candidates: list[dict[str, Any]], criterion: str, job_id: str, elapsed_s: float) -> bytes:
-    """The selection's result: every candidate, the best by ``criterion`` (the fewer components on a tie)."""
-    best = min(candidates, key=lambda c: (c[criterion], c["n_components"]))
+    """The selection's result: every candidate, the best by ``criterion`` (the fewer components on a tie).
+
+    A degenerate candidate (a component collapsed onto repeated values: its likelihood is unbounded, so its
+    criterion only reflects reg_covar) cannot be best while any other candidate is not degenerate.
+    """
+    sound = [c for c in candidates if not c["degenerate"]] or candidates
+    best = min(sound, key=lambda c: (c[criterion], c["n_components"]))
     warnings = [
+        f"K={c['n_components']} {c['covariance_type']} was set aside: a component collapsed onto points that share "
+        "one value (its likelihood is unbounded)"
+        for c in candidates
+        if c["degenerate"] and len(sound) < len(candidates)
+    ]
+    warnings += [
         f"K={c['n_components']} {c['covariance_type']} stopped before converging ({c['stop_reason']})"
         for c in candidates
         if not c["converged"]

@@ -83,6 +83,10 @@ class Candidate(BaseModel):
     n_iter: int
     stop_reason: str
     warnings: list[str]
+    degenerate: bool = Field(
+        description="a component collapsed onto points sharing one value (its likelihood is unbounded): such a "
+        "candidate is best only if every candidate is"
+    )
     model_id: str = Field(description="this candidate's kept model")
 
 

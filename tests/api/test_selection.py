@@ -216,3 +216,35 @@ def test_a_selection_small_enough_is_answered_inline_with_the_same_numbers(tmp_p
     assert [{k: v for k, v in c.items() if k not in volatile} for c in inline["candidates"]] == [
         {k: v for k, v in c.items() if k not in volatile} for c in remote["candidates"]
     ]
+
+
+def test_a_fit_collapsed_onto_repeated_values_says_so_and_is_never_selected_over_sound_ones(client):
+    # faithful's waiting times are whole minutes: run long enough, a diag component can sit on one value of it,
+    # where only reg_covar bounds its likelihood. mclust calls such fits singular; we set them aside.
+    result = client.post(
+        "/v1/fit/gaussian/select",
+        json={
+            "points": FAITHFUL,
+            "n_components": {"min": 1, "max": 6},
+            "covariance_types": ["full", "diag", "spherical", "tied"],
+            "n_init": 5,
+            "max_iter": 500,
+            "seed": 0,
+        },
+    ).json()
+    degenerate = [c for c in result["candidates"] if c["degenerate"]]
+    assert degenerate, "the long run is expected to produce a collapsed candidate"
+    assert all(min(c["bic"] for c in degenerate) < c["bic"] for c in result["candidates"] if not c["degenerate"])
+    assert (result["best"]["n_components"], result["best"]["covariance_type"]) == (3, "tied")
+    assert any("set aside" in w for w in result["warnings"])
+    collapsed = degenerate[0]
+    assert any("collapsed onto points that share one value" in w for w in collapsed["warnings"])
+
+
+def test_a_single_fit_that_collapses_warns(client):
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 1, (200, 2)), np.column_stack([rng.normal(8, 1, 50), np.full(50, 8.0)])])
+    fit = client.post("/v1/fit/gaussian", json={"points": points.tolist(), "covariance_type": "diag", "seed": 0}).json()
+    assert any("collapsed onto points that share one value" in w for w in fit["warnings"]), fit["warnings"]
+    sound = client.post("/v1/fit/gaussian", json={"points": points[:200].tolist(), "seed": 0}).json()
+    assert not any("collapsed" in w for w in sound["warnings"])
