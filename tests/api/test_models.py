@@ -317,7 +317,13 @@ def test_fit_then_predict_over_a_real_server(tmp_path):
         fit = http.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU, "init": {"biases": [0.6, 0.5]}}).json()
         predicted = http.post(f"/v1/models/{fit['model_id']}/predict", json={"sequences": DO_BATZOGLOU}).json()
         assert predicted["labels"] == np.argmax(fit["responsibilities"], axis=1).tolist()
+        scored = http.post(f"/v1/models/{fit['model_id']}/score", json={"sequences": DO_BATZOGLOU}).json()
+        assert len(scored["per_observation"]) == 5
+        drawn = http.post(f"/v1/models/{fit['model_id']}/sample", json={"n": 4, "seed": 1}).json()
+        assert drawn == http.post(f"/v1/models/{fit['model_id']}/sample", json={"n": 4, "seed": 1}).json()
         imported = http.post("/v1/models", json={"kind": "coins", "params": {"biases": [0.3]}})
         assert imported.status_code == 201
+        assert {m["id"] for m in http.get("/v1/models").json()["items"]} == {fit["model_id"], imported.json()["id"]}
+        assert http.delete(f"/v1/models/{imported.json()['id']}").status_code == 204
     with live_server({"EM_DATA_DIR": str(tmp_path / "data")}) as restarted:  # kept across a restart
         assert httpx.get(f"{restarted.url}/v1/models/{fit['model_id']}").json()["params"] == fit["params"]

@@ -205,6 +205,12 @@ def test_a_selection_over_a_real_server(tmp_path):
         best = response.json()["best"]
         model = httpx.get(f"{server.url}/v1/models/{best['model_id']}").json()
         assert best["n_components"] == 3 and len(model["params"]["weights"]) == 3
+        job = httpx.post(
+            f"{server.url}/v1/jobs/gaussian/select", json={"points": FAITHFUL, "n_components": [1, 2]}, timeout=60
+        ).json()
+        with httpx.stream("GET", f"{server.url}/v1/jobs/{job['id']}/events", timeout=120) as stream:
+            events = parse_sse(list(stream.iter_lines()))
+        assert [e["event"] for e in events] == ["candidate", "candidate", "succeeded"]
 
 
 def test_a_selection_small_enough_is_answered_inline_with_the_same_numbers(tmp_path, client):
