@@ -13,12 +13,11 @@ from typing import Annotated, Any
 
 import anyio
 import orjson
-from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 
 from service.api.datasets import dataset_file
 from service.api.deps import get_access, services
-from service.api.routing import OrjsonRoute
+from service.api.routing import OrjsonRoute, loop_limiter
 from service.api.views import RawJSONResponse
 from service.datasets.parse import map_points
 from service.families.base import Family
@@ -244,16 +243,7 @@ def _check_result_size(settings: Settings, numbers: int) -> None:
 
 # Large requests compute in threads, at most two at a time: numpy's work is parallel across requests, and the
 # memory a request holds is bounded by the caps above.
-_use_limiter: RunVar[anyio.CapacityLimiter] = RunVar("_use_limiter")
-
-
-def _limiter() -> anyio.CapacityLimiter:
-    try:
-        return _use_limiter.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(2)
-        _use_limiter.set(limiter)
-        return limiter
+_limiter = loop_limiter("model_use_limiter", 2)
 
 
 async def _answer(cells: int, compute: Any, *args: Any) -> RawJSONResponse:

@@ -112,17 +112,23 @@ def _many_objects(value: BaseModel) -> bool:
     return False
 
 
+def loop_limiter(name: str, capacity: int) -> Callable[[], anyio.CapacityLimiter]:
+    """A getter of a capacity limiter made once per event loop (a limiter belongs to the loop it is used on)."""
+    variable: RunVar[anyio.CapacityLimiter] = RunVar(name)
+
+    def get() -> anyio.CapacityLimiter:
+        try:
+            return variable.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(capacity)
+            variable.set(limiter)
+            return limiter
+
+    return get
+
+
 # One body at a time: parsing is CPU-bound and the event loop and the fit workers need the cores too.
-_parse_limiter: RunVar[anyio.CapacityLimiter] = RunVar("_parse_limiter")
-
-
-def parse_limiter() -> anyio.CapacityLimiter:
-    try:
-        return _parse_limiter.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(1)
-        _parse_limiter.set(limiter)
-        return limiter
+parse_limiter = loop_limiter("parse_limiter", 1)
 
 
 async def _parse_elsewhere(request: _OrjsonRequest, body: bytes | bytearray, model: type[BaseModel]) -> None:

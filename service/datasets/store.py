@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.jobs.models import Access, new_job_id
-from service.jobs.store import InvalidCursor
+from service.jobs.store import newest_first
 
 DatasetKind = Literal["points", "coins"]
 
@@ -101,21 +101,8 @@ class DatasetStore:
 
     def list(self, access: Access, limit: int, cursor: str | None) -> tuple[list[DatasetRecord], str | None]:
         """Newest first; ``cursor`` is the id of the last record of the previous page."""
-        where: list[str] = []
-        args: list[Any] = []
-        if access.owner_filter is not None:
-            where.append("owner = ?")
-            args.append(access.owner_filter)
-        if cursor:
-            after = self._db.execute("SELECT created_at, id FROM datasets WHERE id = ?", (cursor,)).fetchone()
-            if after is None:
-                raise InvalidCursor("cursor is not a next_cursor this listing gave (pass next_cursor back as given)")
-            where.append("(created_at, id) < (?, ?)")
-            args.extend(after)
-        sql = f"SELECT {_COLUMNS} FROM datasets" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._db.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
-        records = [DatasetRecord(*row) for row in rows[:limit]]
-        return records, (records[-1].id if len(rows) > limit else None)
+        rows, next_cursor = newest_first(self._db.execute, "datasets", _COLUMNS, access.owner_filter, limit, cursor)
+        return [DatasetRecord(*row) for row in rows], next_cursor
 
     def touch(self, dataset_id: str) -> None:
         """Note a fit of the dataset: retention counts from its last use."""

@@ -12,6 +12,7 @@ import json
 import math
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +60,33 @@ def execute(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], what: str
         if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
             raise StorageError(f"{what} cannot be written ({exc})") from exc
         raise
+
+
+def newest_first(
+    execute: Callable[[str, tuple[Any, ...]], sqlite3.Cursor],
+    table: str,
+    columns: str,
+    owner: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[Any, ...]], str | None]:
+    """One page of ``table``'s rows (``columns``, the id first), newest first, of ``owner``'s (None: everyone's);
+    ``cursor`` is the id of the last row of the previous page. A table with ``id``, ``owner`` and
+    ``created_at`` columns and an index on ``(created_at DESC, id DESC)`` pages this way (datasets, models)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if owner is not None:
+        where.append("owner = ?")
+        args.append(owner)
+    if cursor:
+        after = execute(f"SELECT created_at, id FROM {table} WHERE id = ?", (cursor,)).fetchone()
+        if after is None:
+            raise InvalidCursor("cursor is not a next_cursor this listing gave (pass next_cursor back as given)")
+        where.append("(created_at, id) < (?, ?)")
+        args.extend(after)
+    sql = f"SELECT {columns} FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
+    return rows[:limit], (rows[limit - 1][0] if len(rows) > limit else None)
 
 
 class InvalidCursor(ValueError):

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from service.jobs.models import Access
-from service.jobs.store import InvalidCursor, execute
+from service.jobs.store import execute, newest_first
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -100,21 +100,8 @@ class ModelStore:
 
     def list(self, access: Access, limit: int, cursor: str | None) -> tuple[list[ModelRecord], str | None]:
         """Newest first; ``cursor`` is the id of the last model of the previous page."""
-        where: list[str] = []
-        args: list[Any] = []
-        if access.owner_filter is not None:
-            where.append("owner = ?")
-            args.append(access.owner_filter)
-        if cursor:
-            after = self._execute("SELECT created_at, id FROM models WHERE id = ?", (cursor,)).fetchone()
-            if after is None:
-                raise InvalidCursor("cursor is not a next_cursor this listing gave (pass next_cursor back as given)")
-            where.append("(created_at, id) < (?, ?)")
-            args.extend(after)
-        sql = f"SELECT {_COLUMNS} FROM models" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1)).fetchall()
-        records = [ModelRecord(*row) for row in rows[:limit]]
-        return records, (records[-1].id if len(rows) > limit else None)
+        rows, next_cursor = newest_first(self._execute, "models", _COLUMNS, access.owner_filter, limit, cursor)
+        return [ModelRecord(*row) for row in rows], next_cursor
 
     def touch(self, model_id: str) -> None:
         """Note a use (predict, score, sample): retention and the cap count from the last one."""
