@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -50,6 +51,7 @@ USE_ERRORS = {**NOT_FOUND, **NOT_JSON}
 
 # Observations x components below which a request is answered on the event loop (a thread hop costs more).
 _INLINE_CELLS = 20_000
+_LARGE_MODEL_BYTES = 64 * 1024  # stored models larger than this are loaded in a thread
 
 IMPORT_EXAMPLES: dict[str, dict[str, Any]] = {
     "gaussian_2d": {
@@ -131,8 +133,13 @@ async def import_model(
 
     Checked as a fit's `init` is: weights >= 0 summing to 1, covariances symmetric positive definite, biases
     in [0, 1]."""
-    family = BY_KIND[body.kind]
-    content = family.use.content_of_import(body)
+    family, settings = BY_KIND[body.kind], services(request).settings
+    components, dimensions = family.use.import_size(body)
+    check_size(settings, field="params", n_observations=1, n_features=dimensions, n_components=components)
+    # Checking covariances factorises each (d^3 work): a large model is checked off the event loop.
+    heavy = components * dimensions**2 > _INLINE_CELLS
+    check = partial(family.use.content_of_import, body)
+    content = await anyio.to_thread.run_sync(check, limiter=_limiter()) if heavy else check()
     record = ModelRecord(new_job_id(), access.tenant, family.kind, time.time(), None, dumps(content))
     services(request).models.put(record)
     return RawJSONResponse(
@@ -155,7 +162,7 @@ async def predict(
 ) -> RawJSONResponse:
     """The most probable component of each observation (scikit-learn's `predict`), and with
     `return_responsibilities` the probability of each (`predict_proba`)."""
-    family, model, observations = _inputs(request, model_id, body, access)
+    family, model, observations = await _inputs(request, model_id, body, access)
     n, K = family.use.count(observations), _components(model)
     _check_result_size(services(request).settings, n * (1 + (K if body.return_responsibilities else 0)))
     return await _answer(n * K, use.predictions, family.use, model, observations, body.return_responsibilities)
@@ -170,7 +177,7 @@ async def score(
 ) -> RawJSONResponse:
     """The log-likelihood of each observation under the model (scikit-learn's `score_samples`), and their sum
     and mean."""
-    family, model, observations = _inputs(request, model_id, body, access)
+    family, model, observations = await _inputs(request, model_id, body, access)
     n = family.use.count(observations)
     _check_result_size(services(request).settings, n)
     return await _answer(n * _components(model), use.scores, family.use, model, observations)
@@ -186,7 +193,7 @@ async def sample(
     """`n` observations drawn from the model, with the component each came from; the same seed gives the same
     sample (the seed used is returned)."""
     settings = services(request).settings
-    family, model = _loaded(request, model_id, access)
+    family, model = await _loaded(request, model_id, access)
     if body.n > settings.max_points:
         raise LimitExceeded(f"n is {body.n}; this server allows at most {settings.max_points}", "n")
     numbers = family.use.sample_size(model, body)
@@ -202,19 +209,27 @@ async def sample(
 # --- helpers ---
 
 
-def _loaded(request: Request, model_id: str, access: Access) -> tuple[Family[Any, Any, Any], Any]:
+async def _loaded(request: Request, model_id: str, access: Access) -> tuple[Family[Any, Any, Any], Any]:
+    """The model, ready to use (a large one is parsed and factorised off the event loop)."""
     record = _existing(request, model_id, access)
     family = BY_KIND[record.kind]
-    model = family.use.load(record.content())
+    load = partial(_load, family, record)
+    model = (
+        await anyio.to_thread.run_sync(load, limiter=_limiter()) if len(record.body) > _LARGE_MODEL_BYTES else load()
+    )
     services(request).models.touch(model_id)
     return family, model
 
 
-def _inputs(
+def _load(family: Family[Any, Any, Any], record: ModelRecord) -> Any:
+    return family.use.load(record.content())
+
+
+async def _inputs(
     request: Request, model_id: str, body: ScoreRequest, access: Access
 ) -> tuple[Family[Any, Any, Any], Any, Any]:
     """The model and the observations it is asked about, within the server's caps (a 422 otherwise)."""
-    family, model = _loaded(request, model_id, access)
+    family, model = await _loaded(request, model_id, access)
     dataset = None if body.dataset is None else map_points(dataset_file(family, body.dataset, request))
     observations = family.use.observations(body, model, dataset)
     n = family.use.count(observations)

@@ -61,6 +61,7 @@ class ModelUse:
 
     import_request: type[BaseModel]  # POST /v1/models for this kind: {"kind", "params", ...}
     content_of_import: Callable[[Any], dict[str, Any]]  # an import request -> the stored content
+    import_size: Callable[[Any], tuple[int, int]]  # an import's (components, dimensions), checked against the caps
     load: Callable[[dict[str, Any]], Any]
     # The observations of a predict/score request (points, sequences, counts or a dataset's array), checked
     # against the loaded model (a 422 naming the field otherwise), and how many there are.

@@ -176,6 +176,7 @@ def sample(model: CoinModel, request: SampleRequest, seed: int) -> dict[str, Any
 MODEL_USE = ModelUse(
     import_request=CoinModelImport,
     content_of_import=content_of_import,
+    import_size=lambda request: (len(request.params.biases), 1),
     load=load,
     observations=observations,
     count=lambda counts: len(counts[0]),

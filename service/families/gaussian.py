@@ -210,6 +210,11 @@ def content_of_import(request: GaussianModelImport) -> dict[str, Any]:
     return {"params": params, "n_features": model.n_features, "covariance_type": request.covariance_type}
 
 
+def import_size(request: GaussianModelImport) -> tuple[int, int]:
+    first = request.params.means[0]
+    return len(request.params.weights), len(first) if isinstance(first, list) else 1
+
+
 def load(content: dict[str, Any]) -> GaussianModel:
     params = content["params"]
     return GaussianModel.of(params["weights"], params["means"], params["covariances"], content["covariance_type"])
@@ -237,6 +242,7 @@ def sample(model: GaussianModel, request: SampleRequest, seed: int) -> dict[str,
 MODEL_USE = ModelUse(
     import_request=GaussianModelImport,
     content_of_import=content_of_import,
+    import_size=import_size,
     load=load,
     observations=observations,
     count=len,

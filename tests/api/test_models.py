@@ -327,3 +327,22 @@ def test_fit_then_predict_over_a_real_server(tmp_path):
         assert http.delete(f"/v1/models/{imported.json()['id']}").status_code == 204
     with live_server({"EM_DATA_DIR": str(tmp_path / "data")}) as restarted:  # kept across a restart
         assert httpx.get(f"{restarted.url}/v1/models/{fit['model_id']}").json()["params"] == fit["params"]
+
+
+def test_imports_are_held_to_the_size_caps_and_large_ones_still_work(tmp_path):
+    with TestClient(create_app(Settings(data_dir=tmp_path, max_components=3, max_features=120))) as client:
+        too_many = {"kind": "coins", "params": {"biases": [0.1, 0.2, 0.3, 0.4]}}
+        response = client.post("/v1/models", json=too_many)
+        assert response.status_code == 422 and "at most 3" in response.json()["detail"][0]["msg"]
+        wide = {"kind": "gaussian", "covariance_type": "diag",
+                "params": {"weights": [1.0], "means": [[0.0] * 121], "covariances": [[1.0] * 121]}}  # fmt: skip
+        response = client.post("/v1/models", json=wide)
+        assert response.status_code == 422 and "at most 120" in response.json()["detail"][0]["msg"]
+        d = 110  # 2 x 110^2 numbers of covariance: checked (and later loaded) off the event loop
+        reference = GaussianMixture(2, random_state=0).fit(
+            RNG.normal(size=(500, d)) + np.repeat([[0.0], [9.0]], 250, 0)
+        )
+        model_id = _import_sklearn(client, reference, "full")
+        X = RNG.normal(size=(20, d))
+        predicted = client.post(f"/v1/models/{model_id}/predict", json={"points": X.tolist()}).json()
+        assert predicted["labels"] == reference.predict(X).tolist()
