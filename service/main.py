@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
@@ -22,7 +22,7 @@ from service.api.edge import EdgeMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.routing import AllowedMethodsMiddleware
-from service.api.security import UNAUTHORIZED, require_api_key
+from service.api.security import UNAUTHORIZED, declare_security, with_security_schemes
 from service.datasets.store import DatasetStore
 from service.jobs.manager import JobLimits, KeepModel, LocalJobManager
 from service.jobs.models import JobRecord
@@ -117,13 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = app_metrics
     install_error_handlers(app)
-    protected = {"dependencies": [Depends(require_api_key)], "responses": UNAUTHORIZED}
-    app.include_router(fit.router, **protected)  # type: ignore[arg-type]
-    app.include_router(jobs.router, **protected)  # type: ignore[arg-type]
-    app.include_router(dataset_routes.router, **protected)  # type: ignore[arg-type]
-    app.include_router(model_routes.router, **protected)  # type: ignore[arg-type]
-    app.include_router(selection.fit_router, **protected)  # type: ignore[arg-type]
-    app.include_router(selection.job_router, **protected)  # type: ignore[arg-type]
+    # /v1/* needs a key when keys are configured: the edge checks it; the schema says so on each operation.
+    for router in (
+        fit.router, jobs.router, dataset_routes.router, model_routes.router, selection.fit_router,
+        selection.job_router,
+    ):  # fmt: skip
+        declare_security(router.routes)
+        app.include_router(router, responses=UNAUTHORIZED)  # type: ignore[arg-type]
+    generate_openapi = app.openapi
+    app.openapi = lambda: with_security_schemes(generate_openapi())  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(metrics.router)
     # Innermost first. Allow names every method of a path. The edge refuses from the head alone (431, 413,
