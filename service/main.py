@@ -29,7 +29,7 @@ from service.jobs.models import JobRecord
 from service.jobs.store import SQLiteJobStore
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.models.store import ModelRecord, ModelStore
+from service.models.store import GroupCommit, ModelRecord, ModelStore
 from service.settings import Settings
 
 logger = logging.getLogger("service.main")
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = LocalJobManager(store, limits, observer=app_metrics, keep_model=_model_keeper(models))
         await manager.start()
         datasets = DatasetStore(settings.data_dir)
-        app.state.services = AppServices(settings, manager, app_metrics, datasets, models)
+        app.state.services = AppServices(settings, manager, app_metrics, datasets, models, GroupCommit(models))
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
         # the collector's sight, so full collections under load scan only what requests create.

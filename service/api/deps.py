@@ -15,7 +15,7 @@ from service.api.security import Principal, get_principal
 from service.datasets.store import DatasetStore
 from service.jobs.manager import JobManager, JobObserver
 from service.jobs.models import Access
-from service.models.store import ModelStore
+from service.models.store import GroupCommit, ModelStore
 from service.settings import Settings
 
 
@@ -32,6 +32,7 @@ class AppServices:
     observer: JobObserver  # where fits run inline report (the app's metrics), as the job manager reports its jobs
     datasets: DatasetStore
     models: ModelStore
+    model_writes: GroupCommit  # the models of synchronous fits, committed a batch per turn of the event loop
 
 
 def services(request: Request) -> AppServices:

@@ -66,7 +66,7 @@ async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServi
     settings, jobs = app.settings, app.jobs
     task = await prepare(family, body, settings, settings.default_time_limit_s)
     if work_estimate(task) <= settings.inline_fit_budget:
-        return _solve_inline(family, task, app, access)
+        return await _solve_inline(family, task, app, access)
     item = work_item(family, task)
     record = await jobs.submit(family.kind, item, family.summarise(body), owner=access.tenant, ephemeral=True)
     record = await jobs.wait(record.id)
@@ -78,7 +78,7 @@ async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServi
     raise FitFailed(error)
 
 
-def _solve_inline(family: Family[Any, Any, Any], task: FitTask, app: AppServices, access: Access) -> bytes:
+async def _solve_inline(family: Family[Any, Any, Any], task: FitTask, app: AppServices, access: Access) -> bytes:
     observer, fit_id = app.observer, new_job_id()
     try:
         solution = family.solve(task, None)
@@ -87,8 +87,9 @@ def _solve_inline(family: Family[Any, Any, Any], task: FitTask, app: AppServices
     except EMError:
         observer.job_finished(family.kind, "failed")
         raise
-    # A small write (parameters only); a StorageError here is answered 503/507, as a job's would be.
-    app.models.put(ModelRecord(fit_id, access.tenant, family.kind, time.time(), None, model))
+    # A small write (parameters only), committed with the other fits' of this turn of the loop; a StorageError
+    # here is answered 503/507, as a job's would be.
+    await app.model_writes.put(ModelRecord(fit_id, access.tenant, family.kind, time.time(), None, model))
     observer.iterations_run(family.kind, sum(restart.n_iter for restart in solution.outcome.restarts))
     observer.job_finished(family.kind, "succeeded")
     return result
