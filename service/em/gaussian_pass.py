@@ -5,14 +5,17 @@ pass over row chunks, so no n x K array lives between the two steps and every ch
 in cache. Two ways to the log-densities, chosen once per model:
 
 - *expanded*, for diagonal covariances (diag, spherical, and every type on 1-D data): the log-density
-  is linear in the features ``[1, x, x*x]``, so a chunk's K log-densities are one matrix product, and its
-  sums for the M-step one more product with the same features.
+  is linear in the features ``[1, x, x*x]``, so a chunk's K log-densities are one product
+  ``(K x (1+2d)) @ ((1+2d) x n_chunk)``, written into the thread's scratch buffer and normalised there into
+  responsibilities, and its sums for the M-step one more product with the same features, still in cache
+  (chunks are sized for it). Up to three components, both products go one matrix-vector product per
+  component (OpenBLAS packs the long operand of a matrix product first); with two, the E-step takes the
+  log-density difference only: one product, one exp and one log per row.
 - *whitened*, for full and tied covariances: all K components are whitened by one matrix product,
   ``[P_1 ... P_K]^T (x - mean_k)`` as ``(K d x (d+1)) @ ((d+1) x n_chunk)`` on the features ``[1, x]``.
 
-Sums over a chunk's rows (a short output, a long inner axis) with few components are taken by
-``np.einsum``, not ``@``: measured on 2 cores, ``np.matmul`` gains nothing from a second thread for
-such shapes, einsum 1.5x; with more components matmul is the faster of the two.
+Sums over a whitened chunk's rows (a short output, a long inner axis) with few components are taken by
+``np.einsum``, not ``@`` (``chunks.weighted_sums``).
 Everything is laid out with the long axis last: features as (width x n), a chunk's log-densities as
 (K x n_chunk). Reductions over components are then K - 1 elementwise operations on contiguous rows, and
 a product of two features is one contiguous multiply.
@@ -20,16 +23,20 @@ a product of two features is one contiguous multiply.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.em.chunks import map_chunks, row_chunks, weighted_sums
+from service.em.chunks import _controller_and_pool, map_chunks, row_chunks, weighted_sums
 
 FloatArray = NDArray[np.float64]
 WorkArray = NDArray[np.floating]  # float64, or float32 when the caller opted in
+T = TypeVar("T")
+Chunk = TypeVar("Chunk")
 
 _LOG_2PI = np.log(2 * np.pi)
 # Elements of a chunk's largest temporary (K d x n_chunk whitened, or K x n_chunk), and the fewest rows
@@ -37,6 +44,12 @@ _LOG_2PI = np.log(2 * np.pi)
 # over the benchmark grid: larger chunks spill the cache, smaller ones add per-call overhead.
 _CHUNK_ELEMENTS = 1 << 18
 _MIN_CHUNK_ROWS = 4096
+# Expanded pass: a chunk's features (1 + 2d rows) are read twice, by the log-densities' product and by the
+# M-step's sums; within this size the second read finds them in the L3 cache (32 MB here), not in memory.
+# Measured on 2 shared cores: 4-8 MB chunks beat both cache-sized ones (per-chunk overhead) and whole passes.
+_CHUNK_BYTES = 1 << 23
+# Up to this many components, the expanded pass's products go one component at a time (see _product).
+_GEMV_COMPONENTS = 3
 
 
 @dataclass(frozen=True)
@@ -81,9 +94,24 @@ class Design:
             np.square(X.T, out=self.features[1 + n_features :])
         elif self.grams:  # |x|^2: its weighted sums are the traces of the components' second moments
             np.sum(X * X, axis=1, out=self.features[-1])
-        widest = n_components * (1 if self.expanded else n_features)
-        self.chunks = row_chunks(n_samples, max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // widest))
+        if self.expanded:
+            self.chunks = _balanced_chunks(n_samples, _expanded_chunk_rows(n_components, width, np.dtype(dtype)))
+        else:
+            self.chunks = row_chunks(n_samples, max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // (n_components * n_features)))
         self.chunk_grams = map_chunks(self._gram, self.chunks) if self.grams else []
+        # Two components, expanded: the column sums of the features give the sum of a log-density over all rows.
+        two = self.expanded and n_components == 2
+        self.feature_sums = np.sum(self.features, axis=1, dtype=np.float64) if two else None
+        # Every pass's per-chunk arrays live in one scratch buffer per thread, made once and reused by every
+        # iteration: a fresh array of a chunk's size each time would cost page faults on every pass.
+        self._scratch_of_thread = threading.local()
+
+    def _scratch(self, size: int) -> WorkArray:
+        """This thread's scratch buffer, at least ``size`` elements; what a chunk left in it is overwritten."""
+        buffer: WorkArray | None = getattr(self._scratch_of_thread, "buffer", None)
+        if buffer is None or buffer.size < size:
+            buffer = self._scratch_of_thread.buffer = np.empty(size, self.dtype)
+        return buffer
 
     def _gram(self, rows: slice) -> FloatArray:
         x = self.features[1 : 1 + self.n_features, rows]
@@ -96,89 +124,168 @@ class Design:
 
     # --- log-densities ---
 
-    def log_density(self, components: Components) -> Callable[[slice], WorkArray]:
-        """A function from a row chunk to its K x n_chunk weighted log-densities log(w_k N(x | k))."""
-        K, d = self.n_components, self.n_features
-        log_det = _log_det_cholesky(components.precisions_cholesky, self.covariance_type, d)
-        with np.errstate(divide="ignore"):  # a zero weight is a legal, impossible component: log 0 = -inf
-            constant = log_det - 0.5 * d * _LOG_2PI + np.log(components.weights)
-        constant = np.broadcast_to(constant, (K,))
-        means = components.means
-        if self.expanded:
-            precisions = self._diagonal_precisions(components.precisions_cholesky)
-            # -1/2 sum_j p_j (x_j - m_j)^2 + c  =  [c - 1/2 sum_j p_j m_j^2,  p m,  -1/2 p] . [1, x, x^2]
-            offset = constant - 0.5 * np.sum(precisions * means**2, axis=1)
-            # A zero weight's -inf stays out of the product, its rows are set after: BLAS kernels also multiply
-            # the padding zeros of their tiles, and -inf * 0 raises the invalid flag numpy then reports.
-            absent = np.flatnonzero(components.weights == 0)
-            offset[absent] = 0.0
-            weights = np.hstack([offset[:, None], precisions * means, -0.5 * precisions]).astype(self.dtype)
-            features = self.features
+    def log_density(self, components: Components) -> Callable[[slice, WorkArray], WorkArray]:
+        """A function writing a row chunk's K x n_chunk weighted log-densities log(w_k N(x | k)) into ``out``.
 
-            def expanded(rows: slice) -> WorkArray:
-                log_prob: WorkArray = weights @ features[:, rows]
+        ``out`` is C-contiguous, (K, n_chunk), in the working dtype; the function returns it.
+        """
+        K, d = self.n_components, self.n_features
+        features = self.features
+        if self.expanded:
+            expanded_weights, absent = self._expanded_weights(components)
+            weights = expanded_weights.astype(self.dtype)
+
+            def expanded(rows: slice, out: WorkArray) -> WorkArray:
+                _product(weights, features[:, rows], out)
                 if absent.size:  # given zero weights, before the first M-step floors every weight above 0
-                    log_prob[absent] = -np.inf
-                return log_prob
+                    out[absent] = -np.inf
+                return out
 
             return expanded
 
+        constant = self._constant(components)
+        means = components.means
         prec_chol = np.broadcast_to(components.precisions_cholesky, (K, d, d))
         # Row k*d + j whitens feature j of component k; sqrt(1/2) folds in the -1/2 of the log-density.
         whiten = np.sqrt(0.5) * prec_chol.transpose(0, 2, 1).reshape(K * d, d)
         offsets = np.sqrt(0.5) * np.einsum("kd,kde->ke", means, prec_chol).reshape(K * d, 1)
-        unused = np.zeros((K * d, len(self.features) - 1 - d))  # the |x|^2 row, when present
+        unused = np.zeros((K * d, len(features) - 1 - d))  # the |x|^2 row, when present
         stacked = np.hstack([-offsets, whiten, unused]).astype(self.dtype)
         constant_column = constant.astype(self.dtype)[:, None]
-        features = self.features
 
-        def whitened(rows: slice) -> WorkArray:
+        def whitened(rows: slice, out: WorkArray) -> WorkArray:
             y = stacked @ features[:, rows]
             y *= y
-            distances = y.reshape(K, d, -1).sum(axis=1)
-            return np.subtract(constant_column, distances, out=distances)  # type: ignore[no-any-return]
+            np.sum(y.reshape(K, d, -1), axis=1, out=out)
+            return np.subtract(constant_column, out, out=out)
 
         return whitened
 
+    def _constant(self, components: Components) -> FloatArray:
+        """log w_k + log det P_k - d/2 log 2 pi per component: the log-density's terms free of x."""
+        d, weights = self.n_features, components.weights
+        log_det = _log_det_cholesky(components.precisions_cholesky, self.covariance_type, d)
+        # A zero weight is a legal, impossible component: log 0 = -inf (without numpy's divide warning).
+        log_weights = np.log(weights, out=np.full(len(weights), -np.inf), where=weights > 0)
+        constant: FloatArray = log_det - 0.5 * d * _LOG_2PI + log_weights
+        return constant
+
+    def _expanded_weights(self, components: Components) -> tuple[FloatArray, NDArray[np.intp]]:
+        """(K x width) weights of the features ``[1, x, x^2]`` (float64), and the components of zero weight.
+
+        -1/2 sum_j p_j (x_j - m_j)^2 + c  =  [c - 1/2 sum_j p_j m_j^2,  p m,  -1/2 p] . [1, x, x^2].
+        A zero weight's -inf stays out of the weights (its offset is 0): BLAS kernels also multiply the padding
+        zeros of their tiles, and -inf * 0 raises the invalid flag numpy then reports. Its rows are set after.
+        """
+        d, means = self.n_features, components.means
+        precisions = self._diagonal_precisions(components.precisions_cholesky)
+        absent = np.flatnonzero(components.weights == 0)
+        weights = np.empty((self.n_components, len(self.features)))
+        weights[:, 0] = self._constant(components) - 0.5 * np.sum(precisions * means**2, axis=1)
+        weights[absent, 0] = 0.0
+        np.multiply(precisions, means, out=weights[:, 1 : 1 + d])
+        np.multiply(precisions, -0.5, out=weights[:, 1 + d :])
+        return weights, absent
+
     def _diagonal_precisions(self, prec_chol: FloatArray) -> FloatArray:
         K, d = self.n_components, self.n_features
+        if self.covariance_type == "diag":
+            return prec_chol**2  # (K, d) already
         if self.covariance_type == "spherical":
             return np.repeat((prec_chol**2)[:, None], d, axis=1)
-        # diag is (K, d) already; full (K, 1, 1) and tied (1, 1) occur here only for 1-D data.
+        # full (K, 1, 1) and tied (1, 1) occur here only for 1-D data.
         return np.broadcast_to((prec_chol**2).reshape(-1, d), (K, d)).copy()
 
     # --- passes ---
 
     def expectation(self, components: Components) -> tuple[float, Moments]:
         """Total log-likelihood at ``components`` and the responsibility-weighted sums, in one pass."""
+        if self.feature_sums is not None and np.all(components.weights > 0):
+            return self._two_component_expectation(components)
         log_density = self.log_density(components)
+        K = self.n_components
 
         def chunk(index: int) -> tuple[float, Moments]:
-            resp = log_density(self.chunks[index])
-            log_likelihood = _normalise_to_responsibilities(resp)
+            rows = self.chunks[index]
+            m = rows.stop - rows.start
+            # This thread's scratch: the chunk's K x m log-densities (then responsibilities), and two rows.
+            scratch = self._scratch((K + 2) * m)
+            resp = log_density(rows, scratch[: K * m].reshape(K, m))
+            log_likelihood = _normalise_to_responsibilities(
+                resp, scratch[K * m : (K + 1) * m], scratch[(K + 1) * m : (K + 2) * m]
+            )
             return log_likelihood, self._chunk_moments(resp, index)
 
-        parts = map_chunks(chunk, range(len(self.chunks)))
+        parts = self._map_chunks(chunk, range(len(self.chunks)))
         return sum(part[0] for part in parts), self._sum_moments([part[1] for part in parts])
+
+    def _two_component_expectation(self, components: Components) -> tuple[float, Moments]:
+        """``expectation`` for two components in the expanded pass: one log-density difference per row.
+
+        With l_k the weighted log-densities and t = l_0 - l_1, r_1 = 1 / (1 + e^t), r_0 = e^t r_1, and a row's
+        log-likelihood is l_0 + log(1 + e^-t): one product (the difference's weights), one exp and one log per
+        row, where K log-densities would take two of each. The sum of l_0 over all rows is one dot product with
+        the features' column sums. t is clipped to +-100 (float32: +-87) inside the exp: the responsibilities
+        are then those of the general pass's floor, and the log-likelihood misses at most e^-100 a row.
+        """
+        weights, _ = self._expanded_weights(components)
+        difference = (weights[0] - weights[1]).astype(self.dtype)
+        bound = -_exp_floor(self.dtype)
+
+        def chunk(index: int) -> tuple[float, Moments]:
+            rows = self.chunks[index]
+            m = rows.stop - rows.start
+            scratch = self._scratch(3 * m)
+            resp, row = scratch[: 2 * m].reshape(2, m), scratch[2 * m : 3 * m]
+            t = resp[0]
+            np.matmul(difference, self.features[:, rows], out=t)
+            # log(1 + e^-t) = max(-t, -b) + log(1 + e^min(t, b)) to within e^-b, t clipped to [-b, b] in the exp
+            np.minimum(t, bound, out=t)
+            log_likelihood = -float(np.sum(t, dtype=np.float64))
+            np.maximum(t, -bound, out=t)
+            np.exp(t, out=t)
+            np.add(t, 1.0, out=resp[1])
+            log_likelihood += float(np.sum(np.log(resp[1], out=row), dtype=np.float64))
+            np.reciprocal(resp[1], out=resp[1])
+            np.multiply(t, resp[1], out=resp[0])
+            return log_likelihood, self._chunk_moments(resp, index)
+
+        parts = self._map_chunks(chunk, range(len(self.chunks)))
+        log_likelihood = float(weights[0] @ self.feature_sums) + sum(part[0] for part in parts)
+        return log_likelihood, self._sum_moments([part[1] for part in parts])
+
+    def _map_chunks(self, work: Callable[[Chunk], T], chunks: Sequence[Chunk]) -> list[T]:
+        """``map_chunks``; an expanded pass of one chunk also runs its products on one BLAS thread.
+
+        Its products are matrix-vector shaped and short (a few hundred microseconds at most): a second BLAS
+        thread gains little on them, and loses milliseconds when the other core is busy, waiting for it.
+        """
+        if len(chunks) == 1 and self.expanded:
+            controller, _ = _controller_and_pool()
+            with controller.limit(limits=1, user_api="blas"):
+                return [work(chunks[0])]
+        return map_chunks(work, chunks)
 
     def log_responsibilities(self, components: Components) -> FloatArray:
         """The n x K log-responsibilities at ``components`` (a view of a components-major array)."""
         log_density = self.log_density(components)
-        out = np.empty((self.n_components, self.features.shape[1]))
+        K = self.n_components
+        out = np.empty((K, self.features.shape[1]))
 
         def chunk(rows: slice) -> None:
-            log_prob = log_density(rows).astype(np.float64, copy=False)
+            m = rows.stop - rows.start
+            log_prob = log_density(rows, np.empty((K, m), self.dtype)).astype(np.float64, copy=False)
             terms = log_prob.copy()
-            column_max = _exp_below_column_max(terms)
+            column_max = _exp_below_column_max(terms, np.empty(m))
             out[:, rows] = log_prob - (np.log(terms.sum(axis=0)) + column_max)
 
-        map_chunks(chunk, self.chunks)
+        self._map_chunks(chunk, self.chunks)
         return out.T
 
     def moments(self, resp: FloatArray) -> Moments:
         """The sums for given n x K responsibilities (a start's hard or soft assignment)."""
         resp_kn = np.ascontiguousarray(resp.T, dtype=self.dtype)
-        parts = map_chunks(
+        parts = self._map_chunks(
             lambda index: self._chunk_moments(resp_kn[:, self.chunks[index]], index), range(len(self.chunks))
         )
         return self._sum_moments(parts)
@@ -186,7 +293,8 @@ class Design:
     def _chunk_moments(self, resp: WorkArray, index: int) -> Moments:
         d = self.n_features
         features = self.features[:, self.chunks[index]]
-        sums = weighted_sums(resp, features)  # [nk, first] or [nk, first, second diagonal]
+        # [nk, first, second diagonal] (expanded) or [nk, first] (whitened, and |x|^2 with the Grams)
+        sums = _expanded_sums(resp, features) if self.expanded else weighted_sums(resp, features)
         nk, first = sums[:, 0], sums[:, 1 : 1 + d]
         if self.expanded:
             second: FloatArray | None = sums[:, 1 + d :]
@@ -204,12 +312,40 @@ class Design:
 
     @staticmethod
     def _sum_moments(parts: list[Moments]) -> Moments:
+        if len(parts) == 1:
+            return parts[0]
         # Summed in chunk order, in float64: the same total whichever thread computed which chunk.
         nk = np.sum([p.nk for p in parts], axis=0)
         first = np.sum([p.first for p in parts], axis=0)
         seconds = [p.second for p in parts if p.second is not None]
         second = np.sum(seconds, axis=0) if seconds else None
         return Moments(nk, first, second)
+
+
+def _product(weights: WorkArray, features: WorkArray, out: WorkArray) -> None:
+    """``weights @ features`` into ``out``: (K x width) by (width x n_chunk), a chunk's K log-densities.
+
+    With few components, one matrix-vector product per component: OpenBLAS's matrix product copies
+    (packs) the whole (width x n_chunk) operand first, which for a two-row result costs more than the
+    arithmetic; its matrix-vector product streams the operand once.
+    """
+    if len(weights) <= _GEMV_COMPONENTS:
+        for k in range(len(weights)):
+            np.matmul(weights[k], features, out=out[k])
+    else:
+        np.matmul(weights, features, out=out)
+
+
+def _expanded_sums(resp: WorkArray, features: WorkArray) -> FloatArray:
+    """(K x n_chunk) responsibilities times (width x n_chunk) features, summed over the rows: (K x width)."""
+    K = len(resp)
+    sums = np.empty((K, len(features)), resp.dtype)
+    if K <= _GEMV_COMPONENTS:
+        for k in range(K):
+            np.matmul(features, resp[k], out=sums[k])
+    else:
+        np.matmul(resp, features.T, out=sums)
+    return sums.astype(np.float64, copy=False)
 
 
 def _weighted_pair_products(
@@ -253,32 +389,42 @@ def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, tr
     return second
 
 
-def _normalise_to_responsibilities(log_prob: WorkArray) -> float:
+def _normalise_to_responsibilities(log_prob: WorkArray, column_max: WorkArray, total: WorkArray) -> float:
     """In place on a K x n chunk of log(w_k N(x | k)): the responsibilities; returns the chunk's log-likelihood.
 
     One max, one exp over the chunk and one log per row; dividing by the row sums replaces a second exp.
+    ``column_max`` and ``total`` are scratch rows of n elements.
     """
-    column_max = _exp_below_column_max(log_prob)
-    total = log_prob.sum(axis=0)
+    _exp_below_column_max(log_prob, column_max)
+    np.sum(log_prob, axis=0, out=total)
     log_likelihood = float(np.sum(np.log(total), dtype=np.float64) + np.sum(column_max, dtype=np.float64))
-    log_prob *= np.reciprocal(total)
+    np.reciprocal(total, out=total)
+    log_prob *= total
     return log_likelihood
 
 
-def _exp_below_column_max(log_prob: WorkArray) -> WorkArray:
-    """In place on a K x n chunk: exp(log_prob - its column max); returns the column maxima.
+def _exp_below_column_max(log_prob: WorkArray, column_max: WorkArray) -> WorkArray:
+    """In place on a K x n chunk: exp(log_prob - its column max); the column maxima go to ``column_max``.
 
     Arguments are floored first (at -100, or float32's smallest normal number): exp takes a slow path,
     2 to 5 times slower here, for arguments near or past underflow. What the floor adds is invisible:
     beside each column's largest term, 1, e^-100 is 1e-28 of a rounding step, and summed over even 10^9
     rows it stays 1e-20 of the 10 eps floor the M-step puts under every component's count.
     """
-    column_max: WorkArray = log_prob.max(axis=0)
+    np.max(log_prob, axis=0, out=column_max)
     column_max[~np.isfinite(column_max)] = 0.0
     log_prob -= column_max
-    np.maximum(log_prob, max(-100.0, float(np.log(np.finfo(log_prob.dtype).tiny))), out=log_prob)
+    np.maximum(log_prob, _exp_floor(log_prob.dtype), out=log_prob)
     np.exp(log_prob, out=log_prob)
     return column_max
+
+
+def _exp_floor(dtype: np.dtype | type[np.floating]) -> float:
+    """The least argument exp is given: -100, or the log of float32's smallest normal number (about -87)."""
+    return _EXP_FLOORS[np.dtype(dtype)]
+
+
+_EXP_FLOORS = {np.dtype(t): max(-100.0, float(np.log(np.finfo(t).tiny))) for t in (np.float64, np.float32)}
 
 
 def _log_det_cholesky(prec_chol: FloatArray, covariance_type: str, n_features: int) -> FloatArray:
@@ -290,3 +436,24 @@ def _log_det_cholesky(prec_chol: FloatArray, covariance_type: str, n_features: i
     if covariance_type == "diag":
         return np.sum(np.log(prec_chol), axis=1)  # type: ignore[no-any-return]
     return n_features * np.log(prec_chol)
+
+
+def _expanded_chunk_rows(n_components: int, width: int, dtype: np.dtype) -> int:
+    """The most rows an expanded chunk may have: its features within ``_CHUNK_BYTES``, its K x n_chunk
+    log-densities within ``_CHUNK_ELEMENTS``; never fewer than ``_MIN_CHUNK_ROWS``."""
+    return max(_MIN_CHUNK_ROWS, min(_CHUNK_ELEMENTS // n_components, _CHUNK_BYTES // (width * dtype.itemsize)))
+
+
+def _balanced_chunks(n_rows: int, most_rows: int) -> list[slice]:
+    """Chunks of at most ``most_rows`` rows, as equal as may be, in a multiple of the pass's threads.
+
+    A pass waits for its last chunk: 100,000 rows as 3 x 32,768 + 1,696 keep one of two threads idle for
+    a quarter of it, 4 x 25,000 neither. Rows that fit one chunk stay one: handing half of a small pass to
+    another thread costs more than it saves when the cores are shared.
+    """
+    count = -(-n_rows // most_rows)
+    if count > 1:
+        _, pool = _controller_and_pool()  # the pool map_chunks runs chunks on, or None: one thread
+        threads = 1 if pool is None else pool._max_workers
+        count = -(-count // threads) * threads
+    return row_chunks(n_rows, -(-n_rows // count))

@@ -1,0 +1,166 @@
+"""The expanded pass (diag, spherical, 1-D) in each of its forms against scikit-learn, to tight tolerance.
+
+Its forms: two components (one log-density difference per row), up to three (one matrix-vector product per
+component), more (matrix products); one chunk or many on threads; float64 or float32.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+import service.em.gaussian_pass as gaussian_pass
+from service.em.gaussian import GaussianMixture
+from service.em.gaussian_pass import Components
+from service.em.loop import EMOptions, run_em
+
+
+def _data(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (6, d))
+    return centres[rng.integers(6, size=n)] + rng.normal(size=(n, d)) * rng.uniform(0.3, 2.0, d)
+
+
+def _start(X: np.ndarray, k: int, covariance_type: str):
+    return GaussianMixture(X, k, covariance_type, init_method="random_from_data").initialize(np.random.default_rng(1))
+
+
+def _ours(X, start, covariance_type, n_iter, dtype="float64"):
+    model = GaussianMixture(
+        X,
+        len(start.weights),
+        covariance_type,
+        init_means=start.means,
+        init_covariances=start.covariances,
+        init_weights=start.weights,
+        dtype=dtype,
+    )
+    return run_em(model, EMOptions(max_iter=n_iter, tol=0, canonical_order=False))
+
+
+def _sklearn(X, start, covariance_type, n_iter):
+    covariances = start.covariances
+    precisions = np.linalg.inv(covariances) if covariance_type in ("full", "tied") else 1.0 / covariances
+    reference = SklearnGaussianMixture(
+        len(start.weights),
+        covariance_type=covariance_type,
+        max_iter=n_iter,
+        tol=0.0,
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=precisions,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return reference.fit(X)
+
+
+def _many_chunks(monkeypatch):
+    monkeypatch.setattr(gaussian_pass, "_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(gaussian_pass, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(gaussian_pass, "_MIN_CHUNK_ROWS", 300)
+
+
+@pytest.mark.parametrize("chunks", ["one", "many"])
+@pytest.mark.parametrize("n_components", [2, 3, 5])
+# Full covariances take the expanded pass on 1-D data only.
+@pytest.mark.parametrize(("covariance_type", "n_features"), [("diag", 1), ("diag", 4), ("spherical", 4), ("full", 1)])
+def test_expanded_pass_follows_sklearn(monkeypatch, chunks, n_components, covariance_type, n_features):
+    if chunks == "many":
+        _many_chunks(monkeypatch)
+    X = _data(3000, n_features)
+    start = _start(X, n_components, covariance_type)
+    ours = _ours(X, start, covariance_type, 20)
+    reference = _sklearn(X, start, covariance_type, 20)
+    for actual, desired in [
+        (ours.params.weights, reference.weights_),
+        (ours.params.means, reference.means_),
+        (ours.params.covariances, reference.covariances_),
+    ]:
+        np.testing.assert_allclose(actual, desired, rtol=1e-8, atol=1e-12 * np.max(np.abs(desired)))
+    assert ours.log_likelihood / len(X) == pytest.approx(reference.score(X), rel=1e-10)
+    # The responsibilities returned (from the general pass) agree with scikit-learn's too.
+    np.testing.assert_allclose(np.exp(ours.log_resp), reference.predict_proba(X), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_components", [2, 5])
+def test_two_component_pass_equals_the_general_one(n_components):
+    """The difference form and the K log-densities form: the same log-likelihood and sums, far points too."""
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(0, 1, (500, 3)), rng.normal(30, 0.1, (20, 3)), rng.normal(-300, 1, (3, 3))])
+    model = GaussianMixture(X, n_components, "diag", init_method="random_from_data")
+    params = model.initialize(np.random.default_rng(0))
+    design = model._design
+    components = Components(params.means - model.shift, params.precisions_cholesky, params.weights)
+    fast = design.expectation(components)
+    general = _general_expectation(design, components)
+    assert fast[0] == pytest.approx(general[0], rel=1e-13)
+    for actual, desired in zip(
+        [fast[1].nk, fast[1].first, fast[1].second], [general[1].nk, general[1].first, general[1].second], strict=True
+    ):
+        np.testing.assert_allclose(actual, desired, rtol=1e-12, atol=1e-300)
+
+
+def _general_expectation(design, components):
+    """The K log-densities pass, whatever the number of components."""
+    sums = design.feature_sums
+    design.feature_sums = None
+    try:
+        return design.expectation(components)
+    finally:
+        design.feature_sums = sums
+
+
+@pytest.mark.parametrize("n_components", [2, 5])
+def test_far_component_stays_at_the_floor_not_nan(n_components):
+    """Points hundreds of standard deviations from a component: its responsibilities floor, nothing overflows."""
+    rng = np.random.default_rng(4)
+    X = np.vstack([rng.normal(0, 1, (400, 2)), rng.normal(1e4, 1, (400, 2))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        outcome = run_em(
+            GaussianMixture(X, n_components, "diag", init_method="random_from_data"),
+            EMOptions(max_iter=5, tol=0, seed=0),
+        )
+    assert np.isfinite(outcome.log_likelihood)
+    assert np.all(np.isfinite(outcome.params.means)) and np.all(outcome.params.covariances > 0)
+
+
+@pytest.mark.parametrize("n_components", [2, 3, 5])
+def test_float32_expanded_pass_follows_float64(monkeypatch, n_components):
+    _many_chunks(monkeypatch)
+    X = _data(4000, 3, seed=2)
+    start = _start(X, n_components, "diag")
+    double = _ours(X, start, "diag", 15)
+    single = _ours(X, start, "diag", 15, dtype="float32")
+    assert single.log_likelihood == pytest.approx(double.log_likelihood, rel=1e-6)
+    np.testing.assert_allclose(single.params.means, double.params.means, rtol=0, atol=1e-4 * np.abs(X).max())
+    np.testing.assert_allclose(single.params.weights, double.params.weights, rtol=0, atol=1e-4)
+
+
+def test_scratch_is_reused_and_passes_repeat_exactly():
+    """Every pass writes into the thread's scratch buffer: the second pass must not see the first's leftovers."""
+    X = _data(5000, 4)
+    model = GaussianMixture(X, 3, "diag", init_method="random_from_data")
+    params = model.initialize(np.random.default_rng(0))
+    first = model.e_step(params)
+    buffer = model._design._scratch(1)
+    second = model.e_step(params)
+    assert model._design._scratch(1) is buffer
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1].first, second[1].first)
+    np.testing.assert_array_equal(first[1].second, second[1].second)
+
+
+def test_chunks_are_balanced_over_threads(monkeypatch):
+    monkeypatch.setattr(gaussian_pass, "_MIN_CHUNK_ROWS", 100)
+    chunks = gaussian_pass._balanced_chunks(1050, 300)
+    sizes = [c.stop - c.start for c in chunks]
+    assert sum(sizes) == 1050 and max(sizes) <= 300 and max(sizes) - min(sizes) < len(chunks)
+    assert len(chunks) % 2 == 0 or gaussian_pass._controller_and_pool()[1] is None
+    assert [c.start for c in chunks[1:]] == [c.stop for c in chunks[:-1]]
+    assert gaussian_pass._balanced_chunks(250, 300) == [slice(0, 250)]
