@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +37,18 @@ def _controller_and_pool() -> tuple[ThreadpoolController, ThreadPoolExecutor | N
             pool = ThreadPoolExecutor(threads, thread_name_prefix="em-chunk") if threads > 1 else None
             _state = (controller, pool)
         return _state
+
+
+def chunk_threads() -> int:
+    """How many threads ``map_chunks`` runs chunks on (1: in the calling thread)."""
+    _, pool = _controller_and_pool()
+    return 1 if pool is None else pool._max_workers
+
+
+def one_blas_thread() -> Any:
+    """A context in which BLAS runs single-threaded (for short products a second thread only waits for)."""
+    controller, _ = _controller_and_pool()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def row_chunks(n_rows: int, rows_per_chunk: int) -> list[slice]:

@@ -31,7 +31,7 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from service.em.chunks import _controller_and_pool, map_chunks, row_chunks, weighted_sums
+from service.em.chunks import chunk_threads, map_chunks, one_blas_thread, row_chunks, weighted_sums
 
 FloatArray = NDArray[np.float64]
 WorkArray = NDArray[np.floating]  # float64, or float32 when the caller opted in
@@ -261,8 +261,7 @@ class Design:
         thread gains little on them, and loses milliseconds when the other core is busy, waiting for it.
         """
         if len(chunks) == 1 and self.expanded:
-            controller, _ = _controller_and_pool()
-            with controller.limit(limits=1, user_api="blas"):
+            with one_blas_thread():
                 return [work(chunks[0])]
         return map_chunks(work, chunks)
 
@@ -453,7 +452,6 @@ def _balanced_chunks(n_rows: int, most_rows: int) -> list[slice]:
     """
     count = -(-n_rows // most_rows)
     if count > 1:
-        _, pool = _controller_and_pool()  # the pool map_chunks runs chunks on, or None: one thread
-        threads = 1 if pool is None else pool._max_workers
+        threads = chunk_threads()
         count = -(-count // threads) * threads
     return row_chunks(n_rows, -(-n_rows // count))
