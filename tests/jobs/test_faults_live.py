@@ -98,7 +98,10 @@ def test_a_full_disk_is_507_and_not_ready_and_no_acknowledged_result_is_lost(tmp
             assert "Retry-After" in response.headers and "full" in response.json()["detail"]
             ready = httpx.get(f"{server.url}/readyz", timeout=HANG_S)
             assert ready.status_code == 503 and "full" in ready.json()["reason"]
-            assert httpx.post(f"{server.url}/v1/fit/coins", json={"sequences": DO_BATZOGLOU}).status_code == 200
+            # A synchronous fit keeps its model too: with nowhere to keep it, it is a 507 like a job, not a result
+            # whose model_id names nothing.
+            refused = httpx.post(f"{server.url}/v1/fit/coins", json={"sequences": DO_BATZOGLOU}, timeout=HANG_S)
+            assert refused.status_code == 507 and "Retry-After" in refused.headers, refused.text
             final = wait_until(
                 lambda: (j := _job(server.url, running["id"]))["status"] in ("succeeded", "failed") and j,
                 timeout_s=HANG_S,
@@ -108,6 +111,9 @@ def test_a_full_disk_is_507_and_not_ready_and_no_acknowledged_result_is_lost(tmp
             wait_until(lambda: httpx.get(f"{server.url}/readyz", timeout=HANG_S).status_code == 200, timeout_s=60)
             again = httpx.post(f"{server.url}/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}, timeout=HANG_S)
             assert again.status_code == 202
+            fit = httpx.post(f"{server.url}/v1/fit/coins", json={"sequences": DO_BATZOGLOU}, timeout=HANG_S)
+            assert fit.status_code == 200
+            assert httpx.get(f"{server.url}/v1/models/{fit.json()['model_id']}", timeout=HANG_S).status_code == 200
         with live_server(env) as restarted:
             # Whatever the job read as it ended, it reads the same after a restart: nothing shown was lost.
             assert _job(restarted.url, running["id"])["status"] == final["status"]
