@@ -92,9 +92,13 @@ def read_csv(path: Path, max_columns: int = 1024, max_rows: int = 2_000_000) -> 
             "this server allows"
         )
     try:
-        fields = next(csv.reader([first.decode("utf-8-sig")]), [])  # a byte-order mark is not part of a field
+        # A byte-order mark is not part of a field; a lone carriage return ends a line, as pyarrow reads it.
+        first_line = (first.decode("utf-8-sig").splitlines() or [""])[0]
+        fields = next(csv.reader([first_line]), [])
     except UnicodeDecodeError:
         raise MalformedData("the CSV is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise MalformedData(f"the CSV's first line cannot be read: {exc}") from None
     if not fields:
         raise MalformedData("the CSV holds no rows of numbers")
     if len(fields) > max_columns:
@@ -114,7 +118,7 @@ def read_csv(path: Path, max_columns: int = 1024, max_rows: int = 2_000_000) -> 
             if rows > max_rows:
                 raise MalformedData(f"the CSV has more than {max_rows} rows; this server allows at most {max_rows}")
             batches.append(batch)
-    except (pa.ArrowInvalid, pa.ArrowIOError) as exc:
+    except pa.ArrowException as exc:  # invalid, unreadable or unsupported input alike
         raise MalformedData(f"the CSV cannot be read: {exc}") from None
     table = pa.Table.from_batches(batches, schema=reader.schema)
     if table.num_rows == 0:
@@ -135,7 +139,7 @@ def read_arrow(path: Path) -> NDArray[np.float64]:
         # read_all trusts the lengths the stream declares: a forged one would let numpy read past the buffers
         # (found in an abuse run: a segfault of the server). The full check compares them with the data.
         table.validate(full=True)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:  # invalid, unreadable or unsupported input alike
         raise MalformedData(f"the body is not a readable Arrow IPC stream: {exc}") from None
     if table.num_columns == 0 or table.num_rows == 0:
         raise MalformedData("the Arrow stream holds no data (it needs at least one column and one row)")
