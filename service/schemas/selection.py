@@ -51,10 +51,12 @@ class GaussianSelectRequest(FitOptions):
     def _consistent(self) -> Self:
         if (self.points is None) == (self.dataset is None):
             raise ValueError("give exactly one of points or dataset")
-        ks = self.k_values()
-        if not ks or min(ks) < 1:
+        ks = self.n_components
+        # Counted before any list is made: {"max": 10^18} must be a 422, not a range of 10^18 values.
+        n_ks = ks.max - ks.min + 1 if isinstance(ks, KRange) else len(set(ks))
+        if not isinstance(ks, KRange) and (not ks or min(ks) < 1):
             raise ValueError("n_components must list K values >= 1")
-        candidates = len(ks) * len(set(self.covariance_types))
+        candidates = n_ks * len(set(self.covariance_types))
         if candidates > MAX_CANDIDATES:
             raise ValueError(f"{candidates} candidates (K values x covariance types); at most {MAX_CANDIDATES}")
         return self
