@@ -99,7 +99,9 @@ def test_monotonic_likelihood(data, n_coins, fit_weights, seed):
     deltas = np.array([t.delta for t in outcome.trace])
     # EM never decreases the likelihood: exactly, up to the rounding of the final sum at a fixed point
     # (seen: at most 3 units in the last place over 3000 generated fits). The start is included: delta 1.
-    ulps = 8 * np.finfo(np.float64).eps * np.abs(lls)
+    # Each experiment's term is rounded on its own, to about eps even when it is 0 (a perfect fit: CI found
+    # -4.4e-16 after -2.2e-16 at a log-likelihood of 0), so the bound counts the terms, not just their sum.
+    ulps = 8 * np.finfo(np.float64).eps * np.maximum(np.abs(lls), len(heads))
     assert np.all(np.diff(lls) >= -ulps[1:])
     assert np.all(deltas >= -ulps / len(heads))
     np.testing.assert_allclose(np.exp(outcome.log_resp).sum(axis=1), 1.0, rtol=1e-12)
@@ -174,3 +176,12 @@ def test_chunked_parallel_pass_equals_one_chunk(monkeypatch, n_coins):
     assert first.log_likelihood == pytest.approx(whole.log_likelihood, rel=1e-13)
     np.testing.assert_allclose(first.params.biases, whole.params.biases, rtol=1e-11)
     np.testing.assert_allclose(first.params.weights, whole.params.weights, rtol=1e-11)
+
+
+def test_monotonic_likelihood_at_a_perfect_fit():
+    # The example CI found: all tails, three coins; the log-likelihood reaches 0 up to rounding.
+    heads, tails = np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 58.0])
+    outcome = run_em(CoinMixture(heads, tails, 3, True), EMOptions(max_iter=40, tol=0, seed=0))
+    lls = np.array([t.log_likelihood for t in outcome.trace])
+    assert np.all(np.diff(lls) >= -8 * np.finfo(np.float64).eps * len(heads))
+    assert abs(outcome.log_likelihood) < 1e-12
