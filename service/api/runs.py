@@ -7,6 +7,7 @@ this process), then either solve and render on the spot or hand the task to the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,8 @@ from service.jobs.models import Access, FitFailed, JobRecord, WorkItem, new_job_
 from service.models.store import ModelRecord
 from service.schemas.common import FitOptions
 from service.settings import Settings
+
+Render = Callable[[Any, str], bytes]  # (solution, job id) -> the result JSON
 
 # Checks of a task this small take microseconds: less than a hop to a thread.
 _INLINE_CHECK_MAX = 10_000
@@ -49,9 +52,11 @@ async def prepare(
     return task
 
 
-def work_item(family: Family[Any, Any, Any], task: FitTask) -> WorkItem:
+def work_item(family: Family[Any, Any, Any], task: FitTask, render: Render | None = None) -> WorkItem:
+    """What a worker runs for ``task``: solve, render (the family's result, unless ``render`` is given), keep."""
     assert task.options.time_limit_s is not None
-    return WorkItem(family.solve, task, family.render, task.options.time_limit_s, partial(kept_model_json, family.keep))
+    keep = partial(kept_model_json, family.keep)
+    return WorkItem(family.solve, task, render or family.render, task.options.time_limit_s, keep)
 
 
 async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServices, access: Access) -> bytes:
@@ -66,23 +71,31 @@ async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServi
     settings, jobs = app.settings, app.jobs
     task = await prepare(family, body, settings, settings.default_time_limit_s)
     if work_estimate(task) <= settings.inline_fit_budget:
-        return await _solve_inline(family, task, app, access)
+        return await solve_inline(family, task, app, access)
     item = work_item(family, task)
     record = await jobs.submit(family.kind, item, family.summarise(body), owner=access.tenant, ephemeral=True)
-    record = await jobs.wait(record.id)
+    return result_of(await jobs.wait(record.id), "fit")
+
+
+def result_of(record: JobRecord, what: str) -> bytes:
+    """A synchronous request's answer from its ended (ephemeral) job: the result, or the job's error raised."""
     if record.status == "succeeded" and record.result is not None:
         return record.result
-    error = record.error or {"type": "cancelled", "message": f"the fit was {record.status}"}
+    error = record.error or {"type": "cancelled", "message": f"the {what} was {record.status}"}
     if error.get("type") == "invalid_request":
         raise EMError(error["message"], error.get("field") or None)  # answered 422, as if raised here
     raise FitFailed(error)
 
 
-async def _solve_inline(family: Family[Any, Any, Any], task: FitTask, app: AppServices, access: Access) -> bytes:
+async def solve_inline(
+    family: Family[Any, Any, Any], task: FitTask, app: AppServices, access: Access, render: Render | None = None
+) -> bytes:
+    """Solve and render ``task`` here (the family's result, unless ``render`` is given); its model is stored
+    before this returns."""
     observer, fit_id = app.observer, new_job_id()
     try:
         solution = family.solve(task, None)
-        result = family.render(solution, fit_id)
+        result = (render or family.render)(solution, fit_id)
         model = kept_model_json(family.keep, solution)
     except EMError:
         observer.job_finished(family.kind, "failed")

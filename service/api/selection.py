@@ -21,16 +21,13 @@ from service.api.family_routes import json_examples
 from service.api.fit import FIT_ERRORS
 from service.api.job_examples import queued_job_example
 from service.api.routing import OrjsonRoute
-from service.api.runs import work_estimate
+from service.api.runs import result_of, solve_inline, work_estimate, work_item
 from service.api.security import principal_of
 from service.api.views import RawJSONResponse, job_json
-from service.em.errors import EMError
 from service.families import gaussian, gaussian_select
 from service.families.limits import check_footprint
 from service.families.registry import BY_KIND, Job
-from service.families.render import kept_model_json
-from service.jobs.models import Access, FitFailed, JobRecord, WorkItem, new_job_id
-from service.models.store import ModelRecord
+from service.jobs.models import Access, JobRecord, new_job_id
 from service.schemas.selection import SELECT_EXAMPLES, GaussianSelectRequest, SelectionResult
 
 fit_router = APIRouter(prefix="/v1/fit", tags=["fit"], route_class=OrjsonRoute)
@@ -60,15 +57,9 @@ async def select_now(
     access = access_of(principal_of(request))
     tasks = await _prepare(body, app, app.settings.default_time_limit_s)
     if sum(work_estimate(task) for task in tasks) <= app.settings.inline_fit_budget:
-        return RawJSONResponse(_select_inline(body, tasks, app, access))
+        return RawJSONResponse(await _select_inline(body, tasks, app, access))
     record = _submit(body, tasks, app, access, ephemeral=True)
-    record = await app.jobs.wait(record.id)
-    if record.status == "succeeded" and record.result is not None:
-        return RawJSONResponse(record.result)
-    error = record.error or {"type": "cancelled", "message": f"the selection was {record.status}"}
-    if error.get("type") == "invalid_request":
-        raise EMError(error["message"], error.get("field") or None)
-    raise FitFailed(error)
+    return RawJSONResponse(result_of(await app.jobs.wait(record.id), "selection"))
 
 
 @job_router.post(
@@ -110,34 +101,24 @@ async def _prepare(
 def _submit(
     body: GaussianSelectRequest, tasks: list[gaussian.GaussianTask], app: AppServices, access: Access, ephemeral: bool
 ) -> JobRecord:
-    keep = partial(kept_model_json, FAMILY.keep)
-    items = [WorkItem(FAMILY.solve, task, gaussian_select.render_candidate, _time_limit(task), keep) for task in tasks]
+    items = [work_item(FAMILY, task, gaussian_select.render_candidate) for task in tasks]
     return app.jobs.submit_group(
         gaussian_select.KIND, FAMILY.kind, items, gaussian_select.summarise(body),
         partial(_combine, body.criterion), part_event="candidate", owner=access.tenant, ephemeral=ephemeral,
     )  # fmt: skip
 
 
-def _time_limit(task: gaussian.GaussianTask) -> float:
-    assert task.options.time_limit_s is not None
-    return task.options.time_limit_s
-
-
 def _combine(criterion: str, job_id: str, candidates: list[bytes], elapsed_s: float) -> bytes:
     return gaussian_select.result([orjson.loads(c) for c in candidates], criterion, job_id, elapsed_s)
 
 
-def _select_inline(
+async def _select_inline(
     body: GaussianSelectRequest, tasks: list[gaussian.GaussianTask], app: AppServices, access: Access
 ) -> bytes:
-    """A tiny selection, solved here: each candidate keeps its model, as on a worker."""
+    """A tiny selection, solved here: each candidate is a fit solved inline, keeping its model as on a worker."""
     started, candidates = time.monotonic(), []
     for task in tasks:
-        candidate_id = new_job_id()
-        solution = FAMILY.solve(task, None)
-        candidates.append(orjson.loads(gaussian_select.render_candidate(solution, candidate_id)))
-        model = kept_model_json(FAMILY.keep, solution)
-        app.models.put(ModelRecord(candidate_id, access.tenant, FAMILY.kind, time.time(), None, model))
-        app.observer.iterations_run(FAMILY.kind, sum(r.n_iter for r in solution.outcome.restarts))
+        line = await solve_inline(FAMILY, task, app, access, gaussian_select.render_candidate)
+        candidates.append(orjson.loads(line))
     app.observer.job_finished(gaussian_select.KIND, "succeeded")
     return gaussian_select.result(candidates, body.criterion, new_job_id(), time.monotonic() - started)
