@@ -13,6 +13,12 @@ in cache. Two ways to the log-densities, chosen once per model:
   log-density difference only: one product, one exp and one log per row.
 - *whitened*, for full and tied covariances: all K components are whitened by one matrix product,
   ``[P_1 ... P_K]^T (x - mean_k)`` as ``(K d x (d+1)) @ ((d+1) x n_chunk)`` on the features ``[1, x]``.
+- *quadratic*, for full covariances with few features (d <= 2K, in double precision): the log-density is
+  linear in ``[1, x, x_i x_j (i <= j)]``, the pairwise products the M-step's second moments need anyway.
+  A chunk builds those features once in scratch; its log-densities and its sums are then one product each,
+  as in the expanded pass (and with two components, one difference per row). Expanding the quadratic form
+  cancels terms of the size |m|^2 in the precision's metric, so a pass whitens instead when a component's
+  mean is far from the data's centre in that metric (see ``_QUADRATIC_REACH``).
 
 Sums over a whitened chunk's rows (a short output, a long inner axis) with few components are taken by
 ``np.einsum``, not ``@`` (``chunks.weighted_sums``).
@@ -50,6 +56,11 @@ _MIN_CHUNK_ROWS = 4096
 _CHUNK_BYTES = 1 << 23
 # Up to this many components, the expanded pass's products go one component at a time (see _product).
 _GEMV_COMPONENTS = 3
+# The quadratic pass computes c - 1/2 x'Px + m'Px for each row: rounding errors of eps (|x|_P + |m|_P)^2 where
+# |v|_P = sqrt(v'Pv). A row counts for component k only within ~14 of its mean (e^-100 below the best
+# component, the exp's floor), so |x|_P <= |m|_P + 14; with |m|_P <= 1000 the error stays below
+# eps (2014)^2 = 1e-9 of a log-density. Farther means (a tight component far from the centre) whiten.
+_QUADRATIC_REACH = 1e3
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,8 @@ class Design:
         use_pairs = full_whitened and n_features <= 2 * n_components
         self.pairs = np.triu_indices(n_features) if use_pairs else None
         self.grams = full_whitened and not use_pairs
+        # The quadratic pass's rounding bound assumes double precision (float32's eps would be 5e8 times it).
+        self.quadratic = use_pairs and np.dtype(dtype) == np.float64
         width = 1 + n_features * (2 if self.expanded else 1) + (1 if self.grams else 0)
         self.features: WorkArray = np.empty((width, n_samples), dtype)
         self.features[0] = 1.0
@@ -99,9 +112,15 @@ class Design:
         else:
             self.chunks = row_chunks(n_samples, max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // (n_components * n_features)))
         self.chunk_grams = map_chunks(self._gram, self.chunks) if self.grams else []
-        # Two components, expanded: the column sums of the features give the sum of a log-density over all rows.
-        two = self.expanded and n_components == 2
-        self.feature_sums = np.sum(self.features, axis=1, dtype=np.float64) if two else None
+        # Two components, expanded or quadratic: the column sums of the linear features give the sum of a
+        # log-density over all rows (quadratic: n, the column sums, and the Gram's upper triangle).
+        self.feature_sums: FloatArray | None = None
+        if n_components == 2 and self.expanded:
+            self.feature_sums = np.sum(self.features, axis=1, dtype=np.float64)
+        elif n_components == 2 and self.quadratic and self.pairs is not None:
+            x = self.features[1 : 1 + n_features]
+            gram = x @ x.T
+            self.feature_sums = np.concatenate([np.sum(self.features, axis=1), gram[self.pairs]])
         # Every pass's per-chunk arrays live in one scratch buffer per thread, made once and reused by every
         # iteration: a fresh array of a chunk's size each time would cost page faults on every pass.
         self._scratch_of_thread = threading.local()
@@ -200,15 +219,40 @@ class Design:
 
     def expectation(self, components: Components) -> tuple[float, Moments]:
         """Total log-likelihood at ``components`` and the responsibility-weighted sums, in one pass."""
-        if self.feature_sums is not None and np.all(components.weights > 0):
-            return self._two_component_expectation(components)
+        linear = self._linear_weights(components)
+        if linear is None:
+            return self._whitened_expectation(components)
+        weights, absent = linear
+        if self.feature_sums is not None and not absent.size:
+            return self._two_component_expectation(weights)
+        K = self.n_components
+        weights = weights.astype(self.dtype)
+
+        def chunk(index: int) -> tuple[float, Moments]:
+            rows = self.chunks[index]
+            m = rows.stop - rows.start
+            # This thread's scratch: the chunk's features (quadratic pass only), its K x m log-densities
+            # (then responsibilities), and two rows.
+            scratch = self._scratch((self._built_width + K + 2) * m)
+            features, rest = self._linear_features(index, scratch)
+            resp = rest[: K * m].reshape(K, m)
+            _product(weights, features, resp)
+            if absent.size:  # given zero weights, before the first M-step floors every weight above 0
+                resp[absent] = -np.inf
+            column_max, total = rest[K * m : (K + 1) * m], rest[(K + 1) * m : (K + 2) * m]
+            log_likelihood = _normalise_to_responsibilities(resp, column_max, total)
+            return log_likelihood, self._linear_moments(resp, features)
+
+        parts = self._map_chunks(chunk, range(len(self.chunks)))
+        return sum(part[0] for part in parts), self._sum_moments([part[1] for part in parts])
+
+    def _whitened_expectation(self, components: Components) -> tuple[float, Moments]:
         log_density = self.log_density(components)
         K = self.n_components
 
         def chunk(index: int) -> tuple[float, Moments]:
             rows = self.chunks[index]
             m = rows.stop - rows.start
-            # This thread's scratch: the chunk's K x m log-densities (then responsibilities), and two rows.
             scratch = self._scratch((K + 2) * m)
             resp = log_density(rows, scratch[: K * m].reshape(K, m))
             log_likelihood = _normalise_to_responsibilities(
@@ -219,8 +263,8 @@ class Design:
         parts = self._map_chunks(chunk, range(len(self.chunks)))
         return sum(part[0] for part in parts), self._sum_moments([part[1] for part in parts])
 
-    def _two_component_expectation(self, components: Components) -> tuple[float, Moments]:
-        """``expectation`` for two components in the expanded pass: one log-density difference per row.
+    def _two_component_expectation(self, weights: FloatArray) -> tuple[float, Moments]:
+        """``expectation`` for two components of linear weights ``weights``: one log-density difference per row.
 
         With l_k the weighted log-densities and t = l_0 - l_1, r_1 = 1 / (1 + e^t), r_0 = e^t r_1, and a row's
         log-likelihood is l_0 + log(1 + e^-t): one product (the difference's weights), one exp and one log per
@@ -228,17 +272,18 @@ class Design:
         the features' column sums. t is clipped to +-100 (float32: +-87) inside the exp: the responsibilities
         are then those of the general pass's floor, and the log-likelihood misses at most e^-100 a row.
         """
-        weights, _ = self._expanded_weights(components)
+        assert self.feature_sums is not None
         difference = (weights[0] - weights[1]).astype(self.dtype)
         bound = -_exp_floor(self.dtype)
 
         def chunk(index: int) -> tuple[float, Moments]:
             rows = self.chunks[index]
             m = rows.stop - rows.start
-            scratch = self._scratch(3 * m)
-            resp, row = scratch[: 2 * m].reshape(2, m), scratch[2 * m : 3 * m]
+            scratch = self._scratch((self._built_width + 3) * m)
+            features, rest = self._linear_features(index, scratch)
+            resp, row = rest[: 2 * m].reshape(2, m), rest[2 * m : 3 * m]
             t = resp[0]
-            np.matmul(difference, self.features[:, rows], out=t)
+            np.matmul(difference, features, out=t)
             # log(1 + e^-t) = max(-t, -b) + log(1 + e^min(t, b)) to within e^-b, t clipped to [-b, b] in the exp
             np.minimum(t, bound, out=t)
             log_likelihood = -float(np.sum(t, dtype=np.float64))
@@ -248,19 +293,81 @@ class Design:
             log_likelihood += float(np.sum(np.log(resp[1], out=row), dtype=np.float64))
             np.reciprocal(resp[1], out=resp[1])
             np.multiply(t, resp[1], out=resp[0])
-            return log_likelihood, self._chunk_moments(resp, index)
+            return log_likelihood, self._linear_moments(resp, features)
 
         parts = self._map_chunks(chunk, range(len(self.chunks)))
         log_likelihood = float(weights[0] @ self.feature_sums) + sum(part[0] for part in parts)
         return log_likelihood, self._sum_moments([part[1] for part in parts])
 
+    # --- linear features: the expanded pass's [1, x, x^2] and the quadratic pass's [1, x, x_i x_j] ---
+
+    def _linear_weights(self, components: Components) -> tuple[FloatArray, NDArray[np.intp]] | None:
+        """(K x width) weights whose product with a chunk's linear features is its log-densities, and the
+        components of zero weight; None when this pass whitens."""
+        if self.expanded:
+            return self._expanded_weights(components)
+        if self.quadratic:
+            return self._quadratic_weights(components)
+        return None
+
+    @property
+    def _built_width(self) -> int:
+        """Rows of the linear features a quadratic chunk builds in scratch (the expanded pass builds none)."""
+        return 0 if self.pairs is None or self.expanded else 1 + self.n_features + len(self.pairs[0])
+
+    def _linear_features(self, index: int, scratch: WorkArray) -> tuple[WorkArray, WorkArray]:
+        """Chunk ``index``'s linear features (width x m), and the part of ``scratch`` they leave free."""
+        rows = self.chunks[index]
+        if self.expanded:
+            return self.features[:, rows], scratch
+        assert self.pairs is not None
+        m, d = rows.stop - rows.start, self.n_features
+        width = self._built_width
+        features = scratch[: width * m].reshape(width, m)
+        features[: 1 + d] = self.features[:, rows]
+        x = features[1 : 1 + d]
+        for row, (i, j) in enumerate(zip(*self.pairs, strict=True), start=1 + d):
+            np.multiply(x[i], x[j], out=features[row])
+        return features, scratch[width * m :]
+
+    def _linear_moments(self, resp: WorkArray, features: WorkArray) -> Moments:
+        """The chunk's sums from one product of its responsibilities with its linear features."""
+        if self.expanded:
+            return self._expanded_moments(_expanded_sums(resp, features))
+        assert self.pairs is not None
+        d = self.n_features
+        sums = weighted_sums(resp, features)
+        return Moments(sums[:, 0], sums[:, 1 : 1 + d], self._symmetric(sums[:, 1 + d :]))
+
+    def _quadratic_weights(self, components: Components) -> tuple[FloatArray, NDArray[np.intp]] | None:
+        """Weights of ``[1, x, x_i x_j (i <= j)]``, or None when a mean is beyond ``_QUADRATIC_REACH``.
+
+        -1/2 (x - m)'P(x - m) + c  =  [c - 1/2 m'Pm,  Pm,  -1/2 P_ii and -P_ij (i < j)] . [1, x, x_i x_j].
+        """
+        assert self.pairs is not None
+        d, means = self.n_features, components.means
+        prec_chol = components.precisions_cholesky
+        whitened_means = np.einsum("kd,kde->ke", means, prec_chol)
+        reach = np.sum(whitened_means**2, axis=1)
+        if np.max(reach) > _QUADRATIC_REACH**2:
+            return None
+        precisions = prec_chol @ prec_chol.transpose(0, 2, 1)
+        upper, lower = self.pairs
+        absent = np.flatnonzero(components.weights == 0)
+        weights = np.empty((self.n_components, 1 + d + len(upper)))
+        weights[:, 0] = self._constant(components) - 0.5 * reach
+        weights[absent, 0] = 0.0  # as in _expanded_weights: their rows are set to -inf after the product
+        weights[:, 1 : 1 + d] = np.einsum("kde,ke->kd", precisions, means)
+        weights[:, 1 + d :] = np.where(upper == lower, -0.5, -1.0) * precisions[:, upper, lower]
+        return weights, absent
+
     def _map_chunks(self, work: Callable[[Chunk], T], chunks: Sequence[Chunk]) -> list[T]:
-        """``map_chunks``; an expanded pass of one chunk also runs its products on one BLAS thread.
+        """``map_chunks``; a linear pass of one chunk also runs its products on one BLAS thread.
 
         Its products are matrix-vector shaped and short (a few hundred microseconds at most): a second BLAS
         thread gains little on them, and loses milliseconds when the other core is busy, waiting for it.
         """
-        if len(chunks) == 1 and self.expanded:
+        if len(chunks) == 1 and (self.expanded or self.quadratic):
             with one_blas_thread():
                 return [work(chunks[0])]
         return map_chunks(work, chunks)
@@ -296,18 +403,35 @@ class Design:
         sums = _expanded_sums(resp, features) if self.expanded else weighted_sums(resp, features)
         nk, first = sums[:, 0], sums[:, 1 : 1 + d]
         if self.expanded:
-            second: FloatArray | None = sums[:, 1 + d :]
-            if self.covariance_type == "full":
-                second = second.reshape(-1, 1, 1)  # type: ignore[union-attr]
-            elif self.covariance_type == "tied":
-                second = None
-        elif self.pairs is not None:
-            second = _weighted_pair_products(resp, features[1:], self.pairs)
+            return self._expanded_moments(sums)
+        second: FloatArray | None
+        if self.pairs is not None:
+            second = self._symmetric(_weighted_pair_sums(resp, features[1:], self.pairs))
         elif self.grams:
             second = _weighted_outer_products(resp, features[1 : 1 + d], self.chunk_grams[index], sums[:, -1])
         else:
             second = None
         return Moments(nk, first, second)
+
+    def _expanded_moments(self, sums: FloatArray) -> Moments:
+        """Moments from an expanded chunk's sums ``[nk, first, second diagonal]``, shaped for the type."""
+        d = self.n_features
+        second: FloatArray | None = sums[:, 1 + d :]
+        if self.covariance_type == "full":
+            second = second.reshape(-1, 1, 1)  # type: ignore[union-attr]
+        elif self.covariance_type == "tied":
+            second = None
+        return Moments(sums[:, 0], sums[:, 1 : 1 + d], second)
+
+    def _symmetric(self, pair_sums: FloatArray) -> FloatArray:
+        """(K, d, d) symmetric matrices from their upper triangles (K x d(d+1)/2, in ``pairs`` order)."""
+        assert self.pairs is not None
+        upper, lower = self.pairs
+        K, d = len(pair_sums), self.n_features
+        second = np.empty((K, d, d))
+        second[:, upper, lower] = pair_sums
+        second[:, lower, upper] = pair_sums
+        return second
 
     @staticmethod
     def _sum_moments(parts: list[Moments]) -> Moments:
@@ -347,24 +471,17 @@ def _expanded_sums(resp: WorkArray, features: WorkArray) -> FloatArray:
     return sums.astype(np.float64, copy=False)
 
 
-def _weighted_pair_products(
-    resp: WorkArray, x: WorkArray, pairs: tuple[NDArray[np.intp], NDArray[np.intp]]
-) -> FloatArray:
-    """Sum over the chunk of r_k x x^T for every component, (K, d, d), from ``x`` as (d x n_chunk).
+def _weighted_pair_sums(resp: WorkArray, x: WorkArray, pairs: tuple[NDArray[np.intp], NDArray[np.intp]]) -> FloatArray:
+    """Sum over the chunk of r_k x_i x_j (i <= j, in ``pairs`` order) for every component, from ``x`` as (d x n_chunk).
 
-    The rows' products x_i x_j (i <= j), one contiguous multiply each, then one product with all K rows of
+    The rows' products x_i x_j, one contiguous multiply each, then one product with all K rows of
     responsibilities.
     """
     upper, lower = pairs
     products = np.empty((len(upper), x.shape[1]), x.dtype)
     for row, (i, j) in enumerate(zip(upper, lower, strict=True)):
         np.multiply(x[i], x[j], out=products[row])
-    sums = weighted_sums(resp, products)
-    K, d = len(resp), len(x)
-    second = np.empty((K, d, d))
-    second[:, upper, lower] = sums
-    second[:, lower, upper] = sums
-    return second
+    return weighted_sums(resp, products)
 
 
 def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, traces: FloatArray) -> FloatArray:

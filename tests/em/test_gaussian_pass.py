@@ -1,7 +1,8 @@
-"""The expanded pass (diag, spherical, 1-D) in each of its forms against scikit-learn, to tight tolerance.
+"""The linear passes against scikit-learn and against the whitened pass, to tight tolerance.
 
-Its forms: two components (one log-density difference per row), up to three (one matrix-vector product per
-component), more (matrix products); one chunk or many on threads; float64 or float32.
+The expanded pass (diag, spherical, 1-D) and the quadratic one (full, d <= 2K) in each of their forms: two
+components (one log-density difference per row), up to three (one matrix-vector product per component), more
+(matrix products); one chunk or many on threads; float64 or float32.
 """
 
 from __future__ import annotations
@@ -85,6 +86,62 @@ def test_expanded_pass_follows_sklearn(monkeypatch, chunks, n_components, covari
     assert ours.log_likelihood / len(X) == pytest.approx(reference.score(X), rel=1e-10)
     # The responsibilities returned (from the general pass) agree with scikit-learn's too.
     np.testing.assert_allclose(np.exp(ours.log_resp), reference.predict_proba(X), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunks", ["one", "many"])
+@pytest.mark.parametrize(("n_components", "n_features"), [(2, 2), (2, 4), (3, 2), (5, 3)])
+def test_quadratic_pass_follows_sklearn(monkeypatch, chunks, n_components, n_features):
+    if chunks == "many":
+        _many_chunks(monkeypatch)
+    X = _data(3000, n_features)
+    start = _start(X, n_components, "full")
+    model = GaussianMixture(X, n_components, "full")
+    assert model._design.quadratic  # the pass under test
+    ours = _ours(X, start, "full", 20)
+    reference = _sklearn(X, start, "full", 20)
+    for actual, desired in [
+        (ours.params.weights, reference.weights_),
+        (ours.params.means, reference.means_),
+        (ours.params.covariances, reference.covariances_),
+    ]:
+        np.testing.assert_allclose(actual, desired, rtol=1e-8, atol=1e-12 * np.max(np.abs(desired)))
+    assert ours.log_likelihood / len(X) == pytest.approx(reference.score(X), rel=1e-10)
+
+
+@pytest.mark.parametrize("n_components", [2, 5])
+def test_quadratic_pass_equals_the_whitened_one(n_components):
+    """Expanding the quadratic form loses nothing measurable within its reach: the same log-likelihood and sums
+    as whitening, with far points, a tight component and correlated coordinates."""
+    rng = np.random.default_rng(5)
+    mixing = np.array([[1.0, 0.0, 0.0], [0.9, 0.2, 0.0], [0.3, -0.5, 0.1]])
+    X = np.vstack([rng.normal(0, 1, (600, 3)) @ mixing, rng.normal(30, 0.1, (20, 3)), rng.normal(-40, 1, (10, 3))])
+    model = GaussianMixture(X, n_components, "full", init_method="kmeans")
+    params = model.initialize(np.random.default_rng(0))
+    design = model._design
+    components = Components(params.means - model.shift, params.precisions_cholesky, params.weights)
+    assert design.quadratic and design._quadratic_weights(components) is not None
+    quadratic = design.expectation(components)
+    whitened = design._whitened_expectation(components)
+    assert quadratic[0] == pytest.approx(whitened[0], rel=1e-12)
+    for actual, desired in zip(quadratic[1:], whitened[1:], strict=True):
+        for field in ("nk", "first", "second"):
+            np.testing.assert_allclose(getattr(actual, field), getattr(desired, field), rtol=1e-9, atol=1e-9)
+
+
+def test_quadratic_pass_whitens_a_mean_beyond_its_reach():
+    """A tight component far from the centre (|m|_P > 1000) would cancel away the expansion's digits: whiten."""
+    rng = np.random.default_rng(6)
+    X = np.vstack([rng.normal(0, 1, (500, 2)), rng.normal(1e4, 1e-3, (500, 2))])
+    model = GaussianMixture(X, 2, "full", init_method="random_from_data")
+    tight_far = Components(
+        np.array([[0.0, 0.0], [5e3, 5e3]]), np.array([np.eye(2), np.eye(2) * 1e3]), np.array([0.5, 0.5])
+    )
+    assert model._design._quadratic_weights(tight_far) is None
+    whitened = model._design._whitened_expectation(tight_far)
+    assert model._design.expectation(tight_far)[0] == whitened[0]
+    # A fit through such a start (random_from_data: one point per component, a floored covariance) is sound.
+    outcome = run_em(model, EMOptions(max_iter=10, tol=0, seed=0))
+    assert np.isfinite(outcome.log_likelihood)
 
 
 @pytest.mark.parametrize("n_components", [2, 5])
