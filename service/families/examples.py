@@ -1,4 +1,4 @@
-"""Regenerates the result examples Swagger UI shows: ``python -m service.families.examples``.
+"""Regenerates the result examples Swagger UI shows: ``python -m service.families.examples [kind ...]``.
 
 Each family's request examples are fitted as the service fits them; the responses are written to
 ``service/schemas/result_examples/<kind>.json``. ``tests/families/test_examples.py`` fails when a kept
@@ -36,11 +36,16 @@ def result_examples(family: Family[Any, Any, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def main() -> int:
-    from service.families.registry import FAMILIES
+def main(kinds: list[str]) -> int:
+    """Every family's examples, or only those of ``kinds`` (the others' kept files are left as they are)."""
+    from service.families.registry import BY_KIND, FAMILIES
 
+    unknown = [kind for kind in kinds if kind not in BY_KIND]
+    if unknown:
+        print(f"unknown kinds: {', '.join(unknown)}; known: {', '.join(BY_KIND)}", file=sys.stderr)
+        return 2
     RESULT_EXAMPLES_DIR.mkdir(exist_ok=True)
-    for family in FAMILIES:
+    for family in [BY_KIND[kind] for kind in kinds] or FAMILIES:
         path = RESULT_EXAMPLES_DIR / f"{family.kind}.json"
         path.write_text(json.dumps(result_examples(family), indent=1) + "\n")
         print(f"wrote {path}")
@@ -48,4 +53,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
