@@ -233,7 +233,7 @@ async def _inputs(
     dataset = None if body.dataset is None else map_points(dataset_file(family, body.dataset, request))
     observations = family.use.observations(body, model, dataset)
     n = family.use.count(observations)
-    field = next(name for name in ("points", "sequences", "counts", "dataset") if getattr(body, name) is not None)
+    field = body.observation_field
     n_features = getattr(model, "n_features", 1)  # the observations have the model's (checked above)
     check_size(
         services(request).settings, field=field, n_observations=n, n_features=n_features,
@@ -243,7 +243,8 @@ async def _inputs(
 
 
 def _components(model: Any) -> int:
-    return len(model.weights)
+    """What each observation's answer has a number for: a mixture's components, or what the model says."""
+    return int(model.n_components) if hasattr(model, "n_components") else len(model.weights)
 
 
 def _check_result_size(settings: Settings, numbers: int) -> None:

@@ -5,7 +5,7 @@ The import bodies are each family's (``kind`` picks one); everything else is sha
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,10 @@ class ModelSummary(BaseModel):
     kind: str = Field(description="the model family: coins, gaussian, ...")
     n_features: int | None = Field(description="dimensions of a point the model expects (null for coins)")
     covariance_type: str | None = Field(None, description="gaussian: full, diag, spherical or tied")
+    alleles: list[str] | None = Field(None, description="alleles: the alleles, in the order of params.frequencies")
+    phenotypes: list[dict[str, Any]] | None = Field(
+        None, description="alleles: each phenotype's name and genotypes (predict and score take these names)"
+    )
     log_likelihood: float | None = Field(None, description="of the data it was fitted to (null for an import)")
     created_at: str
     job_id: str | None = Field(description="the job that fitted it (null for a synchronous fit or an import)")
@@ -33,24 +37,33 @@ class ModelPage(BaseModel):
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
 
 
+# The fields of a predict/score body that carry observations: exactly one is given.
+OBSERVATION_FIELDS = ("points", "sequences", "counts", "phenotypes", "dataset")
+
+
 class ScoreRequest(BaseModel):
-    """New observations for a kept model: exactly one of points, sequences, counts or dataset."""
+    """New observations for a kept model: exactly one of points, sequences, counts, phenotypes or dataset."""
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
     points: Points | None = Field(None, description="gaussian: a list of numbers (1-D) or rows of d numbers")
     sequences: list[str] | None = Field(None, min_length=1, description='coins: experiments as flips, e.g. "HTTH"')
     counts: list[CoinCounts] | None = Field(None, min_length=1, description="coins: experiments as heads and tails")
+    phenotypes: list[Annotated[str, Field(max_length=128)]] | None = Field(
+        None, min_length=1, description="alleles: the phenotype of each individual, by name (labels: genotypes)"
+    )
     dataset: str | None = Field(None, min_length=1, max_length=64, description="the id of an uploaded dataset")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        given = [name for name in ("points", "sequences", "counts", "dataset") if getattr(self, name) is not None]
+        given = [name for name in OBSERVATION_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of points, sequences, counts, dataset (got {', '.join(given) or 'none'})"
-            )
+            raise ValueError(f"give exactly one of {', '.join(OBSERVATION_FIELDS)} (got {', '.join(given) or 'none'})")
         return self
+
+    @property
+    def observation_field(self) -> str:
+        return next(name for name in OBSERVATION_FIELDS if getattr(self, name) is not None)
 
 
 class PredictRequest(ScoreRequest):
@@ -58,7 +71,10 @@ class PredictRequest(ScoreRequest):
 
 
 class Prediction(BaseModel):
-    labels: list[int] = Field(description="the most probable component of each observation")
+    labels: list[int] = Field(
+        description="the most probable component of each observation (alleles: genotype, in the order of "
+        "params.genotype_frequencies)"
+    )
     responsibilities: list[list[float]] | None = Field(description="n x K (null unless asked for)")
 
 
@@ -85,5 +101,10 @@ class Sample(BaseModel):
     sequences: list[str] | None = Field(
         None, exclude_if=lambda v: v is None, description="coins: n experiments as flips"
     )
-    labels: list[int] = Field(description="the component each observation was drawn from")
+    phenotypes: list[str] | None = Field(
+        None, exclude_if=lambda v: v is None, description="alleles: n individuals' phenotypes"
+    )
+    labels: list[int] = Field(
+        description="the component each observation was drawn from (alleles: its genotype, as in predict)"
+    )
     seed: int = Field(description="the seed used (replays this sample)")
