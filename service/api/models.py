@@ -30,6 +30,7 @@ from service.models import use
 from service.models.store import ModelRecord
 from service.schemas.common import Message
 from service.schemas.models import (
+    INPUT_FIELDS,
     KeptModel,
     ModelPage,
     Prediction,
@@ -233,7 +234,7 @@ async def _inputs(
     dataset = None if body.dataset is None else map_points(dataset_file(family, body.dataset, request))
     observations = family.use.observations(body, model, dataset)
     n = family.use.count(observations)
-    field = next(name for name in ("points", "sequences", "counts", "dataset") if getattr(body, name) is not None)
+    field = next(name for name in INPUT_FIELDS if getattr(body, name) is not None)
     n_features = getattr(model, "n_features", 1)  # the observations have the model's (checked above)
     check_size(
         services(request).settings, field=field, n_observations=n, n_features=n_features,

@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.schemas.abundances import ClassOfReads
 from service.schemas.coins import CoinCounts
 from service.schemas.common import REQUEST_CONFIG
 from service.schemas.points import Points
@@ -33,6 +34,10 @@ class ModelPage(BaseModel):
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
 
 
+# The observation fields of a predict/score request, one per kind of input.
+INPUT_FIELDS = ("points", "sequences", "counts", "classes", "dataset")
+
+
 class ScoreRequest(BaseModel):
     """New observations for a kept model: exactly one of points, sequences, counts or dataset."""
 
@@ -41,15 +46,19 @@ class ScoreRequest(BaseModel):
     points: Points | None = Field(None, description="gaussian: a list of numbers (1-D) or rows of d numbers")
     sequences: list[str] | None = Field(None, min_length=1, description='coins: experiments as flips, e.g. "HTTH"')
     counts: list[CoinCounts] | None = Field(None, min_length=1, description="coins: experiments as heads and tails")
+    classes: list[ClassOfReads] | None = Field(
+        None,
+        min_length=1,
+        description="abundances: equivalence classes (target names); each is scored as one read of it, so counts "
+        "do not enter (sum count x per_observation is the fit's log-likelihood)",
+    )
     dataset: str | None = Field(None, min_length=1, max_length=64, description="the id of an uploaded dataset")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        given = [name for name in ("points", "sequences", "counts", "dataset") if getattr(self, name) is not None]
+        given = [name for name in INPUT_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of points, sequences, counts, dataset (got {', '.join(given) or 'none'})"
-            )
+            raise ValueError(f"give exactly one of {', '.join(INPUT_FIELDS)} (got {', '.join(given) or 'none'})")
         return self
 
 
@@ -84,6 +93,9 @@ class Sample(BaseModel):
     )
     sequences: list[str] | None = Field(
         None, exclude_if=lambda v: v is None, description="coins: n experiments as flips"
+    )
+    targets: list[str] | None = Field(
+        None, exclude_if=lambda v: v is None, description="abundances: the target (name) each read came from"
     )
     labels: list[int] = Field(description="the component each observation was drawn from")
     seed: int = Field(description="the seed used (replays this sample)")
