@@ -81,6 +81,7 @@ class TranscriptAbundances:
         counts: FloatArray,
         init_rho: FloatArray | None = None,
         names: list[str] | None = None,
+        random_starts: bool = False,
     ) -> None:
         lengths = np.asarray(lengths, dtype=np.float64)
         counts = np.asarray(counts, dtype=np.float64)
@@ -112,7 +113,7 @@ class TranscriptAbundances:
         # Targets no read can come from: rho 0 is the maximum (any mass there is lost to every class).
         self.unseen = np.diff(self.incidence_t.indptr) == 0
         self.given_rho = None if init_rho is None else self._check_rho(np.asarray(init_rho, dtype=np.float64))
-        self._starts = 0
+        self.random_starts = random_starts
 
     @property
     def n_observations(self) -> int:
@@ -137,17 +138,16 @@ class TranscriptAbundances:
         return normalised
 
     def initialize(self, rng: np.random.Generator) -> AbundanceParams:
-        """``init.rho`` if given; else the first start is uniform (kallisto's) and later ones Dirichlet(1) draws.
+        """``init.rho`` if given; else uniform (kallisto's start), or a Dirichlet(1) draw when ``random_starts``.
 
-        The log-likelihood is concave, so every start reaches the same maximum value: further starts can only
+        The log-likelihood is concave, so every start reaches the same maximum value: random starts can only
         show a different split among targets the classes cannot tell apart.
         """
-        self._starts += 1
         if self.given_rho is not None:
             return AbundanceParams(self.given_rho)
-        if self._starts == 1:
-            return AbundanceParams(np.full(self.n_targets, 1.0 / self.n_targets))
-        return AbundanceParams(rng.dirichlet(np.ones(self.n_targets)))
+        if self.random_starts:
+            return AbundanceParams(rng.dirichlet(np.ones(self.n_targets)))
+        return AbundanceParams(np.full(self.n_targets, 1.0 / self.n_targets))
 
     # --- the EM hooks: one mat-vec pair per iteration ---
 

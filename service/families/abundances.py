@@ -42,6 +42,7 @@ class AbundanceTask:
     indices: IntArray
     counts: FloatArray
     init_rho: FloatArray | None = None
+    random_starts: bool = False
 
     @property
     def work_per_iteration(self) -> int:
@@ -128,12 +129,13 @@ def make_task(request: AbundanceFitRequest, settings: Settings, default_time_lim
         indices=indices,
         counts=counts,
         init_rho=None if request.init is None else np.asarray(request.init.rho, dtype=np.float64),
+        random_starts=request.n_init > 1 if request.random_start is None else request.random_start,
     )
 
 
 def _model(task: AbundanceTask) -> TranscriptAbundances:
     incidence = incidence_from_arrays(task.indptr, task.indices, task.lengths.size)
-    return TranscriptAbundances(task.lengths, incidence, task.counts, task.init_rho, task.names)
+    return TranscriptAbundances(task.lengths, incidence, task.counts, task.init_rho, task.names, task.random_starts)
 
 
 def check(task: AbundanceTask) -> None:

@@ -56,10 +56,12 @@ class AbundanceFitRequest(FitOptions):
     classes: list[EquivalenceClass] = Field(
         min_length=1, description="equivalence classes: sets of targets (by name) with read counts"
     )
-    init: AbundanceInit | None = Field(
+    init: AbundanceInit | None = Field(None, description="starting rho (null: see random_start)")
+    random_start: bool | None = Field(
         None,
-        description="starting rho (null: uniform, kallisto's start; with n_init > 1 the later starts are "
-        "Dirichlet(1) draws from their seeds)",
+        description="start from a Dirichlet(1) draw of rho (from the start's seed) instead of uniform, kallisto's "
+        "start; null: random when n_init > 1. The likelihood is concave, so starts differ only in how they split "
+        "reads among targets the classes cannot tell apart. Replay one start with n_init 1, its seed and true.",
     )
 
     @model_validator(mode="after")
@@ -68,6 +70,8 @@ class AbundanceFitRequest(FitOptions):
             raise ValueError("abundances take targets and classes in the body; a dataset cannot be named")
         if self.init is not None and self.n_init != 1:
             raise ValueError("n_init must be 1 when init is given (every start would be the same)")
+        if self.init is not None and self.random_start:
+            raise ValueError("random_start cannot be true when init is given")
         return self
 
     @property
