@@ -132,7 +132,7 @@ ABUNDANCE_EXAMPLES: dict[str, dict[str, Any]] = {
     "three_transcripts": {
         "summary": "three transcripts, three equivalence classes (the API's example)",
         "description": "t3 is seen only together with the shorter t2, so the maximum gives it no reads.",
-        "value": {**THREE_TRANSCRIPTS, "tol": 1e-10, "max_iter": 1000},
+        "value": {**THREE_TRANSCRIPTS, "tol": 1e-10, "max_iter": 1000, "seed": 0},
     },
     "gene_with_isoforms": {
         "summary": "two isoforms sharing exons, plus an unrelated gene",
@@ -152,6 +152,7 @@ ABUNDANCE_EXAMPLES: dict[str, dict[str, Any]] = {
             "tol": 1e-10,
             "max_iter": 1000,
             "trace": "none",
+            "seed": 0,
         },
     },
 }
