@@ -9,6 +9,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.schemas.abundances import ClassOfReads
 from service.schemas.coins import CoinCounts
 from service.schemas.common import REQUEST_CONFIG
 from service.schemas.points import Points
@@ -38,11 +39,11 @@ class ModelPage(BaseModel):
 
 
 # The fields of a predict/score body that carry observations: exactly one is given.
-OBSERVATION_FIELDS = ("points", "sequences", "counts", "phenotypes", "dataset")
+OBSERVATION_FIELDS = ("points", "sequences", "counts", "phenotypes", "classes", "dataset")
 
 
 class ScoreRequest(BaseModel):
-    """New observations for a kept model: exactly one of points, sequences, counts, phenotypes or dataset."""
+    """New observations for a kept model: exactly one of points, sequences, counts, phenotypes, classes or dataset."""
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
@@ -51,6 +52,12 @@ class ScoreRequest(BaseModel):
     counts: list[CoinCounts] | None = Field(None, min_length=1, description="coins: experiments as heads and tails")
     phenotypes: list[Annotated[str, Field(max_length=128)]] | None = Field(
         None, min_length=1, description="alleles: the phenotype of each individual, by name (labels: genotypes)"
+    )
+    classes: list[ClassOfReads] | None = Field(
+        None,
+        min_length=1,
+        description="abundances: equivalence classes (target names); each is scored as one read of it, so counts "
+        "do not enter (sum count x per_observation is the fit's log-likelihood)",
     )
     dataset: str | None = Field(None, min_length=1, max_length=64, description="the id of an uploaded dataset")
 
@@ -103,6 +110,9 @@ class Sample(BaseModel):
     )
     phenotypes: list[str] | None = Field(
         None, exclude_if=lambda v: v is None, description="alleles: n individuals' phenotypes"
+    )
+    targets: list[str] | None = Field(
+        None, exclude_if=lambda v: v is None, description="abundances: the target (name) each read came from"
     )
     labels: list[int] = Field(
         description="the component each observation was drawn from (alleles: its genotype, as in predict)"
