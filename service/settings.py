@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         200_000_000, ge=1, description="most points x dimensions x components in one fit (memory and time)"
     )
 
+    max_standard_error_cells: int = Field(
+        10_000_000_000,
+        ge=1,
+        description="most observations x free parameters^2 of a standard-error computation (its time: about a "
+        "second per 10^10 on one core)",
+    )
     max_result_mb: int = Field(
         256, ge=1, description="largest result a fit may produce (estimated before it runs; 422 above it)"
     )

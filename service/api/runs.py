@@ -36,7 +36,9 @@ _ITERATION_OVERHEAD = 1_000
 def work_estimate(task: FitTask) -> int:
     """Arithmetic of the whole fit at its worst (every start runs to max_iter), in observation x component units."""
     options = task.options
-    return options.max_iter * options.n_init * (task.work_per_iteration + _ITERATION_OVERHEAD)
+    iterations = options.max_iter * options.n_init * (task.work_per_iteration + _ITERATION_OVERHEAD)
+    # Work done once, after the iterations (standard errors), by tasks that have some.
+    return iterations + int(getattr(task, "work_after_fit", 0))
 
 
 async def prepare(

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.information import Uncertainty, covariance_of_estimates, simplex_map
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -206,6 +207,41 @@ class AlleleModel:
             f"allele{'s' if len(vanished) > 1 else ''} {', '.join(vanished)} went to frequency 0: "
             "no observed phenotype needs them"
         ]
+
+    def uncertainty(self, params: AlleleParams, converged: bool) -> tuple[Uncertainty, dict[str, FloatArray | None]]:
+        """The frequencies' covariance from the exact Hessian of sum_f n_f log P(f), on the free frequencies
+        (all but the last, which is 1 minus the others), and the reported frequencies as a map of those."""
+        genetics, p = self.genetics, params.frequencies
+        n_alleles = len(p)
+        names = [f"frequencies[{a}]" for a in range(n_alleles - 1)]
+        maps: dict[str, FloatArray | None] = {"frequencies": simplex_map(n_alleles)}
+        if np.any(p <= 0):
+            warning = "standard errors are not given: an allele's frequency is 0, on the boundary of the simplex"
+            return Uncertainty(names, None, [warning]), maps
+        # P(f) is quadratic in p: gradients and Hessians of each genotype's probability, summed per phenotype.
+        n_genotypes, first, second = genetics.n_genotypes, genetics.first, genetics.second
+        genotype_gradient = np.zeros((n_genotypes, n_alleles))
+        genotype_hessian = np.zeros((n_genotypes, n_alleles, n_alleles))
+        rows = np.arange(n_genotypes)
+        multiplicity = genetics.multiplicity
+        np.add.at(genotype_gradient, (rows, first), multiplicity * p[second])
+        np.add.at(genotype_gradient, (rows, second), multiplicity * p[first])
+        np.add.at(genotype_hessian, (rows, first, second), multiplicity)
+        np.add.at(genotype_hessian, (rows, second, first), multiplicity)
+        phenotype = genetics.phenotype_of_genotype
+        gradient = np.zeros((self.n_phenotypes, n_alleles))
+        hessian = np.zeros((self.n_phenotypes, n_alleles, n_alleles))
+        np.add.at(gradient, phenotype, genotype_gradient)
+        np.add.at(hessian, phenotype, genotype_hessian)
+        probabilities = genetics.phenotype_probabilities(p, self.n_phenotypes)
+        seen = self.counts > 0
+        weights = self.counts[seen] / probabilities[seen]
+        hessian_p = np.einsum("f,fab->ab", weights, hessian[seen]) - np.einsum(
+            "f,fa,fb->ab", weights / probabilities[seen], gradient[seen], gradient[seen]
+        )
+        free = simplex_map(n_alleles)
+        information = -(free.T @ hessian_p @ free)
+        return covariance_of_estimates((information + information.T) / 2, names, converged), maps
 
     def canonical_order(self, params: AlleleParams) -> IntArray:
         return np.arange(len(self.genetics.alleles))  # alleles are named: the caller's order is the order

@@ -21,6 +21,15 @@ from numpy.typing import NDArray
 
 from service.em.chunks import map_chunks, row_chunks, weighted_sums
 from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.information import (
+    LouisSums,
+    Uncertainty,
+    chunked,
+    covariance_of_estimates,
+    simplex_hessian,
+    simplex_map,
+    simplex_scores,
+)
 from service.em.seeding import kmeans_plus_plus
 
 FloatArray = NDArray[np.float64]
@@ -203,6 +212,45 @@ class CoinMixture:
 
     def to_dict(self, params: CoinParams) -> dict[str, Any]:
         return {"biases": params.biases.tolist(), "weights": params.weights.tolist()}
+
+    # --- standard errors ---
+
+    def uncertainty(self, params: CoinParams, converged: bool) -> tuple[Uncertainty, dict[str, FloatArray | None]]:
+        """The estimates' covariance from the observed information, and each reported parameter as a linear
+        map of the free ones (None: fixed, not estimated). Free: every bias, then all weights but the last
+        (when fitted). a_ik = log w_k + heads log b_k + tails log(1 - b_k), less the shared coefficient."""
+        K, (biases, weights) = self.n_coins, (params.biases, params.weights)
+        n_weights = K - 1 if self.fit_weights else 0
+        names = [f"biases[{k}]" for k in range(K)] + [f"weights[{k}]" for k in range(n_weights)]
+        weight_map = np.hstack([np.zeros((K, K)), simplex_map(K)]) if self.fit_weights else None
+        maps: dict[str, FloatArray | None] = {"biases": np.eye(K, K + n_weights), "weights": weight_map}
+        if np.any((biases <= 0) | (biases >= 1)) or (self.fit_weights and np.any(weights <= 0)):
+            boundary = "a bias of 0 or 1" if np.any((biases <= 0) | (biases >= 1)) else "a weight of 0"
+            warning = (
+                f"standard errors are not given: {boundary} is on the boundary, where the likelihood has no curvature"
+            )
+            return Uncertainty(names, None, [warning]), maps
+        resp = np.exp(self.log_responsibilities(params))
+        weight_columns = np.arange(K, K + n_weights)
+        weight_scores = simplex_scores(weights) if self.fit_weights else np.zeros((K, 0))
+        sums = LouisSums(len(names))
+        for rows in chunked(self.n_observations):
+            heads, tails, r = self.heads[rows], self.tails[rows], resp[rows]
+            mean_scores = np.zeros((len(heads), len(names)))
+            for k in range(K):
+                columns = np.concatenate([[k], weight_columns]).astype(np.intp)
+                scores = np.empty((len(heads), len(columns)))
+                scores[:, 0] = heads / biases[k] - tails / (1.0 - biases[k])
+                scores[:, 1:] = weight_scores[k]
+                sums.add_component(r[:, k], scores, columns)
+                mean_scores[:, columns] += r[:, k, None] * scores
+            sums.add_mean_scores(mean_scores)
+        expected_hessian = np.zeros((len(names), len(names)))
+        heads_of, tails_of = resp.T @ self.heads, resp.T @ self.tails
+        expected_hessian[np.arange(K), np.arange(K)] = -(heads_of / biases**2 + tails_of / (1.0 - biases) ** 2)
+        if self.fit_weights:
+            expected_hessian[K:, K:] = simplex_hessian(weights, resp.sum(axis=0))
+        return covariance_of_estimates(sums.information(expected_hessian), names, converged), maps
 
 
 def _small_log_joint(rows: FloatArray, params: CoinParams) -> tuple[FloatArray, FloatArray] | None:

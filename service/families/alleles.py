@@ -18,10 +18,11 @@ from service.em.alleles import (
 )
 from service.em.alleles import sample as sample_individuals
 from service.em.errors import InvalidParameterError
+from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
-from service.families.render import common_fields, dumps
+from service.families.render import common_fields, dumps, uncertainty_fields
 from service.schemas.alleles import (
     ALLELE_EXAMPLES,
     AlleleFitRequest,
@@ -45,6 +46,7 @@ class AlleleTask:
     phenotype_genotypes: list[list[tuple[str, str]]]
     counts: FloatArray
     init_frequencies: FloatArray | None = None
+    standard_errors: bool = False
 
     @property
     def n_genotypes(self) -> int:
@@ -59,7 +61,8 @@ class AlleleTask:
         A, G, F, options = len(self.alleles), self.n_genotypes, len(self.counts), self.options
         n_params = A + G
         return Footprint(
-            arrays_bytes=8 * (G * A + F * G + 8 * G),  # allele copies per genotype; posteriors; temporaries
+            # allele copies per genotype; posteriors; temporaries; each phenotype's gradient and Hessian
+            arrays_bytes=8 * (G * A + F * G + 8 * G + (F + G) * A * (A + 1)),
             trace_numbers=options.max_iter * n_params if options.trace == "params" else 0,
             result_numbers=n_params + F * G,
             trace_entries=options.max_iter if options.trace != "none" else 0,
@@ -72,6 +75,8 @@ class AlleleSolution:
     model: AlleleModel
     phenotype_names: list[str]
     phenotype_genotypes: list[list[tuple[str, str]]]
+    uncertainty: Uncertainty | None = None
+    uncertainty_maps: dict[str, Any] | None = None
 
 
 def _genotypes_of(definitions: list[Any]) -> list[list[tuple[str, str]]]:
@@ -92,6 +97,7 @@ def make_task(request: AlleleFitRequest, settings: Settings, default_time_limit_
         phenotype_genotypes=_genotypes_of(request.phenotypes),
         counts=np.array([p.count for p in request.phenotypes], dtype=np.float64),
         init_frequencies=None if init is None else np.asarray(init.frequencies, dtype=np.float64),
+        standard_errors=request.standard_errors,
     )
 
 
@@ -110,12 +116,18 @@ def check(task: AlleleTask) -> None:
 
 def solve(task: AlleleTask, hooks: Hooks | None = None) -> AlleleSolution:
     model = _model(task)
-    return AlleleSolution(run_em(model, task.options, hooks), model, task.phenotype_names, task.phenotype_genotypes)
+    outcome = run_em(model, task.options, hooks)
+    solution = AlleleSolution(outcome, model, task.phenotype_names, task.phenotype_genotypes)
+    if task.standard_errors:
+        solution.uncertainty, solution.uncertainty_maps = model.uncertainty(outcome.params, outcome.converged)
+        outcome.warnings.extend(solution.uncertainty.warnings)
+    return solution
 
 
 def render(solution: AlleleSolution, job_id: str) -> bytes:
     """The ``AlleleFitResult`` JSON of a solved fit."""
     model, outcome = solution.model, solution.outcome
+    params = model.to_dict(outcome.params)
     genotype_names = model.genetics.genotype_names()
     inside = model.genetics.phenotype_of_genotype
     posteriors = {
@@ -126,9 +138,10 @@ def render(solution: AlleleSolution, job_id: str) -> bytes:
         {
             "model": "alleles",
             "alleles": model.genetics.alleles,
-            "params": model.to_dict(outcome.params),
+            "params": params,
             "n_observations": model.n_observations,
             "genotype_posteriors": posteriors,
+            **uncertainty_fields(solution.uncertainty, solution.uncertainty_maps or {}, params),
             **common_fields(outcome, job_id),
         }
     )

@@ -33,7 +33,11 @@ class FitTask(Protocol):
 
     @property
     def work_per_iteration(self) -> int:
-        """Observations x components: what one E-step costs, up to a constant (for the inline fast path)."""
+        """Observations x components: what one E-step costs, up to a constant (for the inline fast path).
+
+        A task with work done once after the iterations (standard errors) also has ``work_after_fit``, in the
+        same units; the fast path counts it.
+        """
         ...
 
     @property

@@ -10,11 +10,12 @@ from numpy.typing import NDArray
 
 from service.em.coins import CoinMixture, CoinParams, check_weights, parse_sequences
 from service.em.errors import DegenerateDataError, InvalidParameterError
+from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import CoinModel
 from service.families.base import Family, ModelUse
-from service.families.limits import Footprint, check_size, em_options
-from service.families.render import common_fields, dumps
+from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
+from service.families.render import common_fields, dumps, uncertainty_fields
 from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult, CoinModelImport
 from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
@@ -32,20 +33,31 @@ class CoinTask:
     fit_weights: bool = False
     init_biases: FloatArray | None = None
     init_weights: FloatArray | None = None
+    standard_errors: bool = False
+
+    @property
+    def n_free_parameters(self) -> int:
+        return 2 * self.n_coins - 1 if self.fit_weights else self.n_coins
 
     @property
     def work_per_iteration(self) -> int:
         return int(self.heads.size) * self.n_coins
 
     @property
+    def work_after_fit(self) -> int:
+        return int(self.heads.size) * self.n_free_parameters**2 if self.standard_errors else 0
+
+    @property
     def footprint(self) -> Footprint:
         n, K, options = int(self.heads.size), self.n_coins, self.options
         n_params = 2 * K
         kept = options.max_iter if options.trace != "none" else 0
+        P = self.n_free_parameters if self.standard_errors else 0
         return Footprint(
-            arrays_bytes=8 * (3 * n + 4 * n * K),  # counts; joint, responsibilities and temporaries
+            # counts; joint, responsibilities and temporaries; the observed information
+            arrays_bytes=8 * (3 * n + 4 * n * K) + (standard_error_bytes(n, K, P) if P else 0),
             trace_numbers=options.max_iter * n_params if options.trace == "params" else 0,
-            result_numbers=n_params + n * K,
+            result_numbers=n_params + n * K + P * P + n_params,
             trace_entries=kept,
         )
 
@@ -55,6 +67,8 @@ class CoinSolution:
     outcome: FitOutcome[CoinParams]
     params: dict[str, Any]
     responsibilities: FloatArray
+    uncertainty: Uncertainty | None = None
+    uncertainty_maps: dict[str, Any] | None = None
 
 
 def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s: float) -> CoinTask:
@@ -74,6 +88,9 @@ def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s:
         heads = np.array([c.heads for c in request.counts], dtype=np.float64)
         tails = np.array([c.tails for c in request.counts], dtype=np.float64)
     init = request.init
+    task_free = 2 * request.n_coins - 1 if request.fit_weights else request.n_coins
+    if request.standard_errors:
+        check_standard_errors(settings, request.n_experiments, task_free)
     return CoinTask(
         options=em_options(request, settings, default_time_limit_s),
         heads=heads,
@@ -82,6 +99,7 @@ def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s:
         fit_weights=request.fit_weights,
         init_biases=None if init is None else np.asarray(init.biases, dtype=np.float64),
         init_weights=None if init is None or init.weights is None else np.asarray(init.weights, dtype=np.float64),
+        standard_errors=request.standard_errors,
     )
 
 
@@ -106,7 +124,11 @@ def solve(task: CoinTask, hooks: Hooks | None = None) -> CoinSolution:
     # Given starting biases keep the caller's order; otherwise results come in canonical order.
     options = replace(task.options, canonical_order=task.init_biases is None)
     outcome = run_em(model, options, hooks)
-    return CoinSolution(outcome, model.to_dict(outcome.params), np.exp(outcome.log_resp))
+    solution = CoinSolution(outcome, model.to_dict(outcome.params), np.exp(outcome.log_resp))
+    if task.standard_errors:
+        solution.uncertainty, solution.uncertainty_maps = model.uncertainty(outcome.params, outcome.converged)
+        outcome.warnings.extend(solution.uncertainty.warnings)
+    return solution
 
 
 def render(solution: CoinSolution, job_id: str) -> bytes:
@@ -116,6 +138,7 @@ def render(solution: CoinSolution, job_id: str) -> bytes:
             "model": "coins",
             "params": solution.params,
             "responsibilities": solution.responsibilities,
+            **uncertainty_fields(solution.uncertainty, solution.uncertainty_maps or {}, solution.params),
             **common_fields(solution.outcome, job_id),
         }
     )

@@ -13,11 +13,13 @@ from service.datasets.parse import as_rows, map_points
 from service.em.errors import InvalidParameterError
 from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
+from service.em.gaussian_information import gaussian_uncertainty, n_free_parameters, reported_maps
+from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import GaussianModel
 from service.families.base import Family, ModelUse
-from service.families.limits import Footprint, check_size, em_options
-from service.families.render import common_fields, dumps
+from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
+from service.families.render import common_fields, dumps, uncertainty_fields
 from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult, GaussianModelImport
 from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
@@ -40,6 +42,7 @@ class GaussianTask:
     init_weights: Any = None
     return_labels: bool = True
     return_responsibilities: bool = False
+    standard_errors: bool = False
     # Set when X is an uploaded dataset's: the task then reaches its worker as this path, which the worker maps,
     # not as a pickled copy of the points (the dataset cannot be deleted while a job fits it).
     data_file: Path | None = None
@@ -61,17 +64,26 @@ class GaussianTask:
         return int(n * self.n_components * d * (d if self.covariance_type in ("full", "tied") else 1))
 
     @property
+    def n_free_parameters(self) -> int:
+        return n_free_parameters(self.n_components, self.X.shape[1], self.covariance_type)
+
+    @property
+    def work_after_fit(self) -> int:
+        return int(self.X.shape[0]) * self.n_free_parameters**2 if self.standard_errors else 0
+
+    @property
     def footprint(self) -> Footprint:
         n, d = self.X.shape
         K, options = self.n_components, self.options
+        P = self.n_free_parameters if self.standard_errors else 0
         n_params = K + K * d + _covariance_numbers(self.covariance_type, K, d) + (K if d == 1 else 0)
         per_point = (1 if self.return_labels else 0) + (K if self.return_responsibilities else 0)
         return Footprint(
             # the points, their centred (and float32) working copies; log-responsibilities, responsibilities
             # and the chunked pass's temporaries
-            arrays_bytes=8 * (3 * n * d + 3 * n * K),
+            arrays_bytes=8 * (3 * n * d + 3 * n * K) + (standard_error_bytes(n, K, P) if P else 0),
             trace_numbers=options.max_iter * n_params if options.trace == "params" else 0,
-            result_numbers=n_params + n * per_point,
+            result_numbers=n_params + n * per_point + P * P + (n_params if P else 0),
             trace_entries=options.max_iter if options.trace != "none" else 0,
         )
 
@@ -88,6 +100,7 @@ class GaussianSolution:
     n_parameters: int
     labels: NDArray[np.intp] | None
     responsibilities: FloatArray | None
+    uncertainty: Uncertainty | None = None
 
 
 def _covariance_numbers(covariance_type: CovarianceType, K: int, d: int) -> int:
@@ -98,6 +111,10 @@ def make_task(request: GaussianFitRequest, settings: Settings, default_time_limi
     X = as_rows(request.points_array())
     check_size(settings, field="points", n_observations=X.shape[0], n_features=X.shape[1],
                n_components=request.n_components)  # fmt: skip
+    if request.standard_errors:
+        check_standard_errors(
+            settings, X.shape[0], n_free_parameters(request.n_components, X.shape[1], request.covariance_type)
+        )
     init = request.init
     return GaussianTask(
         options=em_options(request, settings, default_time_limit_s),
@@ -112,6 +129,7 @@ def make_task(request: GaussianFitRequest, settings: Settings, default_time_limi
         init_weights=init.weights if init else None,
         return_labels=request.return_labels,
         return_responsibilities=request.return_responsibilities,
+        standard_errors=request.standard_errors,
         data_file=request.dataset_file(),
     )
 
@@ -146,6 +164,14 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
     outcome = run_em(model, options, hooks)
     n_samples = model.n_observations
     n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
+    uncertainty = None
+    if task.standard_errors:
+        params = outcome.params
+        uncertainty = gaussian_uncertainty(
+            model.X, params.weights, params.means - model.shift, params.covariances, task.covariance_type,
+            np.exp(outcome.log_resp), outcome.converged,
+        )  # fmt: skip
+        outcome.warnings.extend(uncertainty.warnings)
     return GaussianSolution(
         outcome=outcome,
         covariance_type=task.covariance_type,
@@ -157,6 +183,7 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
         n_parameters=n_params,
         labels=np.argmax(outcome.log_resp, axis=1) if task.return_labels else None,
         responsibilities=np.exp(outcome.log_resp) if task.return_responsibilities else None,
+        uncertainty=uncertainty,
     )
 
 
@@ -172,9 +199,24 @@ def render(solution: GaussianSolution, job_id: str) -> bytes:
             "n_parameters": solution.n_parameters,
             "labels": solution.labels,
             "responsibilities": solution.responsibilities,
+            **_uncertainty_fields(solution),
             **common_fields(solution.outcome, job_id),
         }
     )
+
+
+def _uncertainty_fields(solution: GaussianSolution) -> dict[str, Any]:
+    """Standard errors of weights, means and covariances; for 1-D data also of the standard deviations, by the
+    delta method (d sigma = d sigma^2 / 2 sigma)."""
+    params = solution.params
+    K, d = len(params["weights"]), len(params["means"][0])
+    fields = uncertainty_fields(solution.uncertainty, reported_maps(K, d, solution.covariance_type), params)
+    errors = fields["standard_errors"]
+    if errors is not None and "stds" in params:
+        stds = np.asarray(params["stds"], dtype=np.float64)
+        variance_errors = np.broadcast_to(np.ravel(errors["covariances"]), stds.shape)
+        errors["stds"] = variance_errors / (2 * stds)
+    return fields
 
 
 def summarise(request: GaussianFitRequest) -> dict[str, Any]:

@@ -76,6 +76,24 @@ def check_size(
         )
 
 
+def check_standard_errors(settings: Settings, n_observations: int, n_free_parameters: int) -> int:
+    """The work of the observed information (observations x free parameters^2), within the server's cap."""
+    cells = n_observations * n_free_parameters**2
+    if cells > settings.max_standard_error_cells:
+        raise LimitExceeded(
+            f"standard errors of {n_free_parameters} parameters over {n_observations} observations are "
+            f"{cells:.3g} cells of work; this server allows at most {settings.max_standard_error_cells:.3g} "
+            "(fewer components or dimensions, a simpler covariance type, or no standard_errors)",
+            "standard_errors",
+        )
+    return cells
+
+
+def standard_error_bytes(n_observations: int, n_components: int, n_free_parameters: int) -> int:
+    """Memory of the observed information: three P x P sums, a chunk's scores, the responsibilities."""
+    return 8 * (3 * n_free_parameters**2 + (1 << 22) + n_observations * n_components)
+
+
 # Bytes a number costs on its way out: ~20 characters of JSON, and a Python float in a list (32 bytes) while the
 # result is built. Rough on purpose: the estimates only have to tell a fit that fits from one that cannot.
 _JSON_BYTES_PER_NUMBER = 20

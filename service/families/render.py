@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from service.em.errors import EMError
+from service.em.information import Uncertainty
 from service.em.loop import FitOutcome
 
 
@@ -34,6 +35,22 @@ def common_fields(outcome: FitOutcome[Any], job_id: str) -> dict[str, Any]:
         "model_id": job_id,  # every succeeded fit keeps its model, under the fit's id
         "elapsed_ms": outcome.elapsed_s * 1000.0,
         "log_likelihood": outcome.log_likelihood,
+    }
+
+
+def uncertainty_fields(uncertainty: Uncertainty | None, maps: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``standard_errors`` (each of ``maps``' parameters, in the shape ``params`` gives it; null entries for
+    fixed ones) and ``covariance_of_estimates``: both null unless asked for and defined."""
+    if uncertainty is None or uncertainty.covariance is None:
+        return {"standard_errors": None, "covariance_of_estimates": None}
+    errors: dict[str, Any] = {}
+    for name, linear_map in maps.items():
+        shape = np.shape(params[name])
+        found = None if linear_map is None else uncertainty.errors_of(linear_map)
+        errors[name] = None if found is None else found.reshape(shape)
+    return {
+        "standard_errors": errors,
+        "covariance_of_estimates": {"parameters": uncertainty.names, "matrix": uncertainty.covariance},
     }
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, Field, model_validator
 
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
+from service.schemas.uncertainty import StandardErrorsOption, WithStandardErrors
 
 AlleleName = Annotated[str, Field(min_length=1, max_length=64)]
 Genotype = Annotated[list[AlleleName], Field(min_length=2, max_length=2, description='two alleles, e.g. ["C", "T"]')]
@@ -44,7 +45,7 @@ def _distinct_names(names: list[str], what: str) -> None:
         raise ValueError(f"{what} names {', '.join(map(repr, twice))} more than once")
 
 
-class AlleleFitRequest(FitOptions):
+class AlleleFitRequest(FitOptions, StandardErrorsOption):
     """Phenotype counts of a sample, and which genotypes show each phenotype (Hardy-Weinberg proportions)."""
 
     alleles: list[AlleleName] = Field(min_length=1, description='the alleles, e.g. ["C", "I", "T"]')
@@ -105,7 +106,7 @@ class AlleleModelImport(BaseModel):
         return self
 
 
-class AlleleFitResult(FitResultBase):
+class AlleleFitResult(FitResultBase, WithStandardErrors):
     model: Literal["alleles"] = "alleles"
     alleles: list[str] = Field(description="the alleles, in the order of params.frequencies")
     params: AlleleParamsOut

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
 from service.schemas.points import Points
+from service.schemas.uncertainty import StandardErrorsOption, WithStandardErrors
 
 Matrix = list[list[float]]
 
@@ -32,7 +33,7 @@ class GaussianInit(BaseModel):
     weights: list[float] | None = Field(None, description="K weights >= 0 summing to 1")
 
 
-class GaussianFitRequest(FitOptions):
+class GaussianFitRequest(FitOptions, StandardErrorsOption):
     """A point cloud to explain as K normal groups."""
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
@@ -99,7 +100,7 @@ class GaussianModelImport(BaseModel):
     params: GaussianParamsIn
 
 
-class GaussianFitResult(FitResultBase):
+class GaussianFitResult(FitResultBase, WithStandardErrors):
     model: Literal["gaussian"] = "gaussian"
     params: GaussianParamsOut
     log_likelihood: float = Field(description="total observed-data log-likelihood at params")
