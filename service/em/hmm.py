@@ -235,8 +235,10 @@ class HiddenMarkovModel:
         reg_covar: float = 0.0,
         init: HmmInit | None = None,
         block_length: int | None = None,
+        require_enough_steps: bool = True,  # a fit needs a step per state; using a fitted model does not
     ) -> None:
-        check_enough_steps(sequences.n_steps, n_states)
+        if require_enough_steps:
+            check_enough_steps(sequences.n_steps, n_states)
         self.sequences, self.n_states, self.emission = sequences, n_states, emission
         self.covariance_type = covariance_type
         L = block_length or choose_block_length(sequences.lengths, n_states)
@@ -403,23 +405,29 @@ def params_dict(params: HmmParams, symbols: list[Any] | None) -> dict[str, Any]:
 
 
 def check_init(
-    init: HmmInit, n_states: int, sequences: Sequences, emission: Emission, covariance_type: HmmCovarianceType
+    init: HmmInit,
+    n_states: int,
+    sequences: Sequences,
+    emission: Emission,
+    covariance_type: HmmCovarianceType,
+    prefix: str = "init",
 ) -> HmmInit:
-    """The given parts of a start, checked against K, the symbols and the dimension (each a 422 naming its field)."""
+    """The given parts of a start (or an imported model's params, ``prefix="params"``), checked against K, the
+    symbols and the dimension (each a 422 naming its field)."""
     K = n_states
-    start = None if init.start is None else check_probabilities(init.start, (K,), "init.start")
+    start = None if init.start is None else check_probabilities(init.start, (K,), f"{prefix}.start")
     transitions = (
-        None if init.transitions is None else check_probabilities(init.transitions, (K, K), "init.transitions")
+        None if init.transitions is None else check_probabilities(init.transitions, (K, K), f"{prefix}.transitions")
     )
     if emission == "categorical":
         assert sequences.symbols is not None
         emissions = None
         if init.emissions is not None:
-            emissions = check_probabilities(init.emissions, (K, len(sequences.symbols)), "init.emissions")
+            emissions = check_probabilities(init.emissions, (K, len(sequences.symbols)), f"{prefix}.emissions")
         return HmmInit(start, transitions, emissions=emissions)
     d = int(np.asarray(sequences.values).shape[1])
-    means = None if init.means is None else check_means(init.means, K, d, "init.means")
+    means = None if init.means is None else check_means(init.means, K, d, f"{prefix}.means")
     covariances = None
     if init.covariances is not None:
-        covariances = check_covariances(init.covariances, K, d, covariance_type, "init.covariances")
+        covariances = check_covariances(init.covariances, K, d, covariance_type, f"{prefix}.covariances")
     return HmmInit(start, transitions, means=means, covariances=covariances)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.schemas.coins import CoinCounts
 from service.schemas.common import REQUEST_CONFIG
+from service.schemas.hmm import HmmSequences
 from service.schemas.points import Points
 
 
@@ -18,7 +19,8 @@ class ModelSummary(BaseModel):
     id: str = Field(description="a fit's model has the fit's job_id as its id")
     kind: str = Field(description="the model family: coins, gaussian, ...")
     n_features: int | None = Field(description="dimensions of a point the model expects (null for coins)")
-    covariance_type: str | None = Field(None, description="gaussian: full, diag, spherical or tied")
+    covariance_type: str | None = Field(None, description="gaussian: full, diag, spherical or tied (hmm: diag, full)")
+    emission: str | None = Field(None, description="hmm: categorical or gaussian")
     log_likelihood: float | None = Field(None, description="of the data it was fitted to (null for an import)")
     created_at: str
     job_id: str | None = Field(description="the job that fitted it (null for a synchronous fit or an import)")
@@ -39,7 +41,11 @@ class ScoreRequest(BaseModel):
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
     points: Points | None = Field(None, description="gaussian: a list of numbers (1-D) or rows of d numbers")
-    sequences: list[str] | None = Field(None, min_length=1, description='coins: experiments as flips, e.g. "HTTH"')
+    sequences: list[str] | HmmSequences | None = Field(
+        None,
+        union_mode="left_to_right",
+        description='coins: experiments as flips, e.g. "HTTH"; hmm: sequences as lists of symbols, numbers or rows',
+    )
     counts: list[CoinCounts] | None = Field(None, min_length=1, description="coins: experiments as heads and tails")
     dataset: str | None = Field(None, min_length=1, max_length=64, description="the id of an uploaded dataset")
 
@@ -58,22 +64,27 @@ class PredictRequest(ScoreRequest):
 
 
 class Prediction(BaseModel):
-    labels: list[int] = Field(description="the most probable component of each observation")
-    responsibilities: list[list[float]] | None = Field(description="n x K (null unless asked for)")
+    labels: list[int] | list[list[int]] = Field(
+        description="the most probable component of each observation (hmm: the Viterbi state path of each sequence)"
+    )
+    responsibilities: list[list[float]] | list[list[list[float]]] | None = Field(
+        description="n x K (hmm: per sequence, steps x K posterior state probabilities); null unless asked for"
+    )
 
 
 class Score(BaseModel):
     log_likelihood: float = Field(description="total log-likelihood of the observations under the model")
     mean_log_likelihood: float = Field(description="per observation")
     per_observation: list[float] = Field(
-        description="log p(observation) (scikit-learn's score_samples; coins include the binomial coefficient)"
+        description="log p(observation) (scikit-learn's score_samples; coins include the binomial coefficient; "
+        "hmm: log p(sequence), one per sequence)"
     )
 
 
 class SampleRequest(BaseModel):
     model_config = REQUEST_CONFIG
 
-    n: int = Field(ge=1, description="observations to draw")
+    n: int = Field(ge=1, description="observations to draw (hmm: the steps of one sequence)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed => same sample (null: random)")
     flips: int = Field(10, ge=1, le=100_000, description="coins: flips per experiment")
 
@@ -82,8 +93,10 @@ class Sample(BaseModel):
     points: list[float] | list[list[float]] | None = Field(
         None, exclude_if=lambda v: v is None, description="gaussian: n rows of d numbers"
     )
-    sequences: list[str] | None = Field(
-        None, exclude_if=lambda v: v is None, description="coins: n experiments as flips"
+    sequences: list[str] | list[list[str] | list[int] | list[float] | list[list[float]]] | None = Field(
+        None, exclude_if=lambda v: v is None, description="coins: n experiments as flips; hmm: one sequence of n steps"
     )
-    labels: list[int] = Field(description="the component each observation was drawn from")
+    labels: list[int] | list[list[int]] = Field(
+        description="the component each observation was drawn from (hmm: the hidden state of every step, per sequence)"
+    )
     seed: int = Field(description="the seed used (replays this sample)")
