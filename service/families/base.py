@@ -60,7 +60,9 @@ class ModelUse:
     A model's stored content is JSON: ``{"params", "n_features", "covariance_type"?, "log_likelihood"?}`` with
     ``params`` as a fit's result shows them. ``load`` turns it into whatever ``log_joint`` and ``sample`` take
     (arrays, factorised covariances), raising :class:`~service.em.errors.EMError` for unusable parameters; an
-    import is ``load``-ed once, so it is validated exactly as a stored model is used.
+    import is ``load``-ed once, so it is validated exactly as a stored model is used. A family gives either
+    ``log_joint`` (mixtures: predict and score follow from it) or its own ``predict`` and ``score`` (HMMs,
+    whose labels are state paths and whose scores are per sequence).
     """
 
     import_request: type[BaseModel]  # POST /v1/models for this kind: {"kind", "params", ...}
@@ -71,11 +73,16 @@ class ModelUse:
     # against the loaded model (a 422 naming the field otherwise), and how many there are.
     observations: Callable[[Any, Any, NDArray[Any] | None], Any]  # (request, model, dataset's array)
     count: Callable[[Any], int]
-    log_joint: Callable[[Any, Any], NDArray[np.float64]]  # (n, K) log p(observation, component)
     sample: Callable[
         [Any, Any, int], dict[str, Any]
     ]  # (model, SampleRequest, seed) -> {"points"|"sequences", "labels"}
     sample_size: Callable[[Any, Any], int]  # numbers a sample will hold (checked against the caps first)
+    # Predict and score are made from the (n, K) log p(observation, component) of independent observations ...
+    log_joint: Callable[[Any, Any], NDArray[np.float64]] | None = None
+    # ... unless the observations are not independent (an HMM's steps): then the family answers them itself.
+    # (model, observations, return_responsibilities) -> {"labels", "responsibilities"}
+    predict: Callable[[Any, Any, bool], dict[str, Any]] | None = None
+    score: Callable[[Any, Any], NDArray[np.float64]] | None = None  # -> log-likelihood per observation
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,9 @@ Counts = tuple[FloatArray, FloatArray]
 def observations(request: ScoreRequest, model: CoinModel, dataset: FloatArray | None) -> Counts:
     """Heads and tails of the experiments sent (or of the dataset named)."""
     if request.sequences is not None:
-        return parse_sequences(request.sequences)
+        if not all(isinstance(sequence, str) for sequence in request.sequences):
+            raise InvalidParameterError('a coins model takes sequences as strings of flips ("HTTH")', "sequences")
+        return parse_sequences(request.sequences)  # type: ignore[arg-type]  # strings, checked above
     if request.counts is not None:
         counts = np.array([(c.heads, c.tails) for c in request.counts], dtype=np.float64)
         return counts[:, 0], counts[:, 1]

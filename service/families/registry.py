@@ -10,12 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import BaseModel, Field
 
-from service.families import abundances, alleles, coins, gaussian, gaussian_select
+from service.families import abundances, alleles, coins, gaussian, gaussian_select, hmm
 from service.families.base import Family
 from service.schemas.jobs import job_page_schema, job_schema
 from service.schemas.selection import SelectionResult
 
-FAMILIES: tuple[Family[Any, Any, Any], ...] = (coins.FAMILY, gaussian.FAMILY, alleles.FAMILY, abundances.FAMILY)
+FAMILIES: tuple[Family[Any, Any, Any], ...] = (
+    coins.FAMILY,
+    gaussian.FAMILY,
+    alleles.FAMILY,
+    abundances.FAMILY,
+    hmm.FAMILY,
+)
 BY_KIND: dict[str, Family[Any, Any, Any]] = {family.kind: family for family in FAMILIES}
 KINDS: tuple[str, ...] = tuple(BY_KIND)
 

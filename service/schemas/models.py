@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.schemas.abundances import ClassOfReads
 from service.schemas.coins import CoinCounts
 from service.schemas.common import REQUEST_CONFIG
+from service.schemas.hmm import HmmSequences
 from service.schemas.points import Points
 
 
@@ -19,7 +20,8 @@ class ModelSummary(BaseModel):
     id: str = Field(description="a fit's model has the fit's job_id as its id")
     kind: str = Field(description="the model family: coins, gaussian, ...")
     n_features: int | None = Field(description="dimensions of a point the model expects (null for coins)")
-    covariance_type: str | None = Field(None, description="gaussian: full, diag, spherical or tied")
+    covariance_type: str | None = Field(None, description="gaussian: full, diag, spherical or tied (hmm: diag, full)")
+    emission: str | None = Field(None, description="hmm: categorical or gaussian")
     alleles: list[str] | None = Field(None, description="alleles: the alleles, in the order of params.frequencies")
     phenotypes: list[dict[str, Any]] | None = Field(
         None, description="alleles: each phenotype's name and genotypes (predict and score take these names)"
@@ -48,7 +50,11 @@ class ScoreRequest(BaseModel):
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
     points: Points | None = Field(None, description="gaussian: a list of numbers (1-D) or rows of d numbers")
-    sequences: list[str] | None = Field(None, min_length=1, description='coins: experiments as flips, e.g. "HTTH"')
+    sequences: list[str] | HmmSequences | None = Field(
+        None,
+        union_mode="left_to_right",
+        description='coins: experiments as flips, e.g. "HTTH"; hmm: sequences as lists of symbols, numbers or rows',
+    )
     counts: list[CoinCounts] | None = Field(None, min_length=1, description="coins: experiments as heads and tails")
     phenotypes: list[Annotated[str, Field(max_length=128)]] | None = Field(
         None, min_length=1, description="alleles: the phenotype of each individual, by name (labels: genotypes)"
@@ -78,25 +84,28 @@ class PredictRequest(ScoreRequest):
 
 
 class Prediction(BaseModel):
-    labels: list[int] = Field(
+    labels: list[int] | list[list[int]] = Field(
         description="the most probable component of each observation (alleles: genotype, in the order of "
-        "params.genotype_frequencies)"
+        "params.genotype_frequencies; hmm: the Viterbi state path of each sequence)"
     )
-    responsibilities: list[list[float]] | None = Field(description="n x K (null unless asked for)")
+    responsibilities: list[list[float]] | list[list[list[float]]] | None = Field(
+        description="n x K (hmm: per sequence, steps x K posterior state probabilities); null unless asked for"
+    )
 
 
 class Score(BaseModel):
     log_likelihood: float = Field(description="total log-likelihood of the observations under the model")
     mean_log_likelihood: float = Field(description="per observation")
     per_observation: list[float] = Field(
-        description="log p(observation) (scikit-learn's score_samples; coins include the binomial coefficient)"
+        description="log p(observation) (scikit-learn's score_samples; coins include the binomial coefficient; "
+        "hmm: log p(sequence), one per sequence)"
     )
 
 
 class SampleRequest(BaseModel):
     model_config = REQUEST_CONFIG
 
-    n: int = Field(ge=1, description="observations to draw")
+    n: int = Field(ge=1, description="observations to draw (hmm: the steps of one sequence)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed => same sample (null: random)")
     flips: int = Field(10, ge=1, le=100_000, description="coins: flips per experiment")
 
@@ -105,8 +114,8 @@ class Sample(BaseModel):
     points: list[float] | list[list[float]] | None = Field(
         None, exclude_if=lambda v: v is None, description="gaussian: n rows of d numbers"
     )
-    sequences: list[str] | None = Field(
-        None, exclude_if=lambda v: v is None, description="coins: n experiments as flips"
+    sequences: list[str] | list[list[str] | list[int] | list[float] | list[list[float]]] | None = Field(
+        None, exclude_if=lambda v: v is None, description="coins: n experiments as flips; hmm: one sequence of n steps"
     )
     phenotypes: list[str] | None = Field(
         None, exclude_if=lambda v: v is None, description="alleles: n individuals' phenotypes"
@@ -114,7 +123,8 @@ class Sample(BaseModel):
     targets: list[str] | None = Field(
         None, exclude_if=lambda v: v is None, description="abundances: the target (name) each read came from"
     )
-    labels: list[int] = Field(
-        description="the component each observation was drawn from (alleles: its genotype, as in predict)"
+    labels: list[int] | list[list[int]] = Field(
+        description="the component each observation was drawn from (alleles: its genotype, as in predict; hmm: "
+        "the hidden state of every step, per sequence)"
     )
     seed: int = Field(description="the seed used (replays this sample)")
