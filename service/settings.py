@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     max_points: int = Field(2_000_000, ge=1, description="most points (or experiments) in one fit")
     max_features: int = Field(1024, ge=1, description="most dimensions of a point")
     max_components: int = Field(256, ge=1, description="most mixture components / coins")
+    max_targets: int = Field(
+        200_000,
+        ge=1,
+        description="most targets (transcripts) in an abundance fit or model: its components, which a "
+        "transcriptome counts in tens of thousands (its classes and class-target pairs count as points)",
+    )
     max_cells: int = Field(
         200_000_000, ge=1, description="most points x dimensions x components in one fit (memory and time)"
     )

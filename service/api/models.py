@@ -135,7 +135,10 @@ async def import_model(
     in [0, 1]."""
     family, settings = BY_KIND[body.kind], services(request).settings
     components, dimensions = family.use.import_size(body)
-    check_size(settings, field="params", n_observations=1, n_features=dimensions, n_components=components)
+    check_size(
+        settings, field="params", n_observations=1, n_features=dimensions, n_components=components,
+        max_components=getattr(settings, family.use.components_cap),
+    )  # fmt: skip
     # Checking covariances factorises each (d^3 work): a large model is checked off the event loop.
     heavy = components * dimensions**2 > _INLINE_CELLS
     check = partial(family.use.content_of_import, body)
@@ -235,9 +238,10 @@ async def _inputs(
     n = family.use.count(observations)
     field = body.observation_field
     n_features = getattr(model, "n_features", 1)  # the observations have the model's (checked above)
+    settings = services(request).settings
     check_size(
-        services(request).settings, field=field, n_observations=n, n_features=n_features,
-        n_components=_components(model),
+        settings, field=field, n_observations=n, n_features=n_features, n_components=_components(model),
+        max_components=getattr(settings, family.use.components_cap),
     )  # fmt: skip
     return family, model, observations
 

@@ -109,11 +109,12 @@ def class_incidence(
 
 def make_task(request: AbundanceFitRequest, settings: Settings, default_time_limit_s: float) -> AbundanceTask:
     """Names to indices and the incidence's index arrays, within the server's caps."""
-    # Targets are the components (as a kept model's predictions count them); the classes' target lists are the
-    # observations a pass reads, so pairs are capped as points are.
+    # Targets are the components (as a kept model's predictions count them), under their own cap: a transcriptome
+    # has tens of thousands. The classes' target lists are the observations a pass reads, capped as points are.
     check_size(
-        settings, field="targets", n_observations=1, n_components=len(request.targets), components_field="targets"
-    )
+        settings, field="targets", n_observations=1, n_components=len(request.targets), components_field="targets",
+        max_components=settings.max_targets,
+    )  # fmt: skip
     check_size(settings, field="classes", n_observations=max(len(request.classes), request.n_pairs), n_components=1)
     names = [target.name for target in request.targets]
     index = target_indices(names)
@@ -215,6 +216,7 @@ MODEL_USE = ModelUse(
     log_joint=lambda model, incidence: model.log_joint(incidence),
     sample=sample,
     sample_size=lambda model, request: request.n,
+    components_cap="max_targets",
 )
 
 FAMILY = Family(

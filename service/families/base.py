@@ -79,6 +79,8 @@ class ModelUse:
     sample_size: Callable[[Any, Any], int]  # numbers a sample will hold (checked against the caps first)
     # Predict and score are made from the (n, K) log p(observation, component) of independent observations ...
     log_joint: Callable[[Any, Any], NDArray[np.float64]] | None = None
+    # The setting that caps this family's components (a kept model's, and an import's): targets have their own.
+    components_cap: str = "max_components"
     # ... unless the observations are not independent (an HMM's steps): then the family answers them itself.
     # (model, observations, return_responsibilities) -> {"labels", "responsibilities"}
     predict: Callable[[Any, Any, bool], dict[str, Any]] | None = None

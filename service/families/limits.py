@@ -54,8 +54,14 @@ def check_size(
     n_features: int = 1,
     n_components: int,
     components_field: str = "n_components",
+    max_components: int | None = None,
 ) -> None:
-    """Observations, dimensions, components and their product against the server's caps."""
+    """Observations, dimensions, components and their product against the server's caps.
+
+    ``max_components`` replaces ``settings.max_components`` for families whose components have their own cap
+    (an abundance fit's targets: ``settings.max_targets``).
+    """
+    component_cap = settings.max_components if max_components is None else max_components
     if n_observations > settings.max_points:
         raise LimitExceeded(
             f"{field} has {n_observations} entries; this server allows at most {settings.max_points}", field
@@ -64,9 +70,9 @@ def check_size(
         raise LimitExceeded(
             f"points have {n_features} dimensions; this server allows at most {settings.max_features}", field
         )
-    if n_components > settings.max_components:
+    if n_components > component_cap:
         raise LimitExceeded(
-            f"{components_field} is {n_components}; this server allows at most {settings.max_components}",
+            f"{components_field} is {n_components}; this server allows at most {component_cap}",
             components_field,
         )
     cells = n_observations * n_features * n_components

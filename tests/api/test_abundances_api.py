@@ -166,13 +166,25 @@ def test_non_finite_numbers_are_422(client, number):
 
 
 def test_caps_are_checked_before_the_fit(tmp_path):
-    settings = Settings(data_dir=tmp_path, max_components=2, max_points=4)
+    settings = Settings(data_dir=tmp_path, max_targets=2, max_points=4)
     with TestClient(create_app(settings), raise_server_exceptions=False) as capped:
         response = capped.post("/v1/fit/abundances", json=THREE_TRANSCRIPTS)
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "targets"]
         two = {"targets": T3[:2], "classes": [{"targets": ["t1", "t2"], "count": 1}] * 3}
         response = capped.post("/v1/fit/abundances", json=two)
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "classes"]
+
+
+def test_targets_have_their_own_cap_not_the_mixtures_components(tmp_path):
+    """A transcriptome has far more targets than a mixture has components: EM_MAX_COMPONENTS does not apply."""
+    settings = Settings(data_dir=tmp_path, max_components=2)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        fit = client.post("/v1/fit/abundances", json=THREE_TRANSCRIPTS)
+        assert fit.status_code == 200, fit.text
+        model_id = fit.json()["model_id"]
+        assert client.post(f"/v1/models/{model_id}/score", json={"classes": C3}).status_code == 200
+        imported = {"kind": "abundances", "params": fit.json()["params"]}
+        assert client.post("/v1/models", json=imported).status_code == 201
 
 
 # --- kept models ---
