@@ -147,33 +147,29 @@ def read_arrow(path: Path) -> NDArray[np.float64]:
 
 
 def _table_points(table: Any, source: str) -> NDArray[np.float64]:
-    """The columns of a pyarrow table as the dimensions of the points: numeric and without nulls."""
+    """The columns of a pyarrow table as the dimensions of the points: numeric; a null is a missing value (NaN)."""
     import pyarrow as pa
 
     columns = []
     for name, column in zip(table.column_names, table.columns, strict=True):
         if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
             raise MalformedData(f"{source} column {name!r} is {column.type}; every column must hold numbers")
-        if column.null_count:
-            raise MalformedData(
-                f"{source} column {name!r} has {column.null_count} {'nulls' if source == 'Arrow' else 'empty fields'}; "
-                "every value must be a number"
-            )
-        columns.append(column.to_numpy().astype(np.float64, copy=False))
+        columns.append(column.cast(pa.float64()).to_numpy(zero_copy_only=False))  # nulls become NaN
     points = columns[0] if len(columns) == 1 else np.column_stack(columns)
     return check_points(points)
 
 
 def check_points(points: NDArray[np.floating[Any]]) -> NDArray[Any]:
-    """At least one point of at least one dimension, every value finite (scanned in blocks of rows)."""
+    """At least one point of at least one dimension, every value a number or missing (NaN: a Gaussian fit uses
+    the observed coordinates), never infinite (scanned in blocks of rows)."""
     if points.size == 0:
         raise MalformedData("the data hold no points")
     for start in range(0, len(points), _SCAN_ROWS):
         block = np.asarray(points[start : start + _SCAN_ROWS])
-        if not np.isfinite(block).all():
-            where = np.argwhere(~np.isfinite(block))[0]
+        if np.isinf(block).any():
+            where = np.argwhere(np.isinf(block))[0]
             where[0] += start
-            raise MalformedData(f"points{''.join(f'[{i}]' for i in where.tolist())} is not a finite number")
+            raise MalformedData(f"points{''.join(f'[{i}]' for i in where.tolist())} is infinite")
     return points
 
 

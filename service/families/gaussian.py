@@ -14,6 +14,7 @@ from service.em.errors import InvalidParameterError
 from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
 from service.em.gaussian_information import gaussian_uncertainty, n_free_parameters, reported_maps
+from service.em.gaussian_missing import MissingGaussianMixture, check_missing
 from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import GaussianModel
@@ -42,7 +43,11 @@ class GaussianTask:
     init_weights: Any = None
     return_labels: bool = True
     return_responsibilities: bool = False
+    return_imputed: bool = False
     standard_errors: bool = False
+    # Points with missing coordinates: at most this many patterns of them (0: none missing). Each pattern costs
+    # every iteration a few small-matrix calls per component, whatever its number of points.
+    missing_patterns: int = 0
     # Set when X is an uploaded dataset's: the task then reaches its worker as this path, which the worker maps,
     # not as a pickled copy of the points (the dataset cannot be deleted while a job fits it).
     data_file: Path | None = None
@@ -61,7 +66,8 @@ class GaussianTask:
     @property
     def work_per_iteration(self) -> int:
         n, d = self.X.shape
-        return int(n * self.n_components * d * (d if self.covariance_type in ("full", "tied") else 1))
+        arithmetic = n * self.n_components * d * (d if self.covariance_type in ("full", "tied") else 1)
+        return int(arithmetic + self.missing_patterns * self.n_components * _PATTERN_WORK)
 
     @property
     def n_free_parameters(self) -> int:
@@ -77,7 +83,11 @@ class GaussianTask:
         K, options = self.n_components, self.options
         P = self.n_free_parameters if self.standard_errors else 0
         n_params = K + K * d + _covariance_numbers(self.covariance_type, K, d) + (K if d == 1 else 0)
-        per_point = (1 if self.return_labels else 0) + (K if self.return_responsibilities else 0)
+        per_point = (
+            (1 if self.return_labels else 0)
+            + (K if self.return_responsibilities else 0)
+            + (d if self.return_imputed else 0)
+        )
         return Footprint(
             # the points, their centred (and float32) working copies; log-responsibilities, responsibilities
             # and the chunked pass's temporaries
@@ -101,10 +111,24 @@ class GaussianSolution:
     labels: NDArray[np.intp] | None
     responsibilities: FloatArray | None
     uncertainty: Uncertainty | None = None
+    imputed: FloatArray | None = None
+    n_missing: int = 0
 
 
 def _covariance_numbers(covariance_type: CovarianceType, K: int, d: int) -> int:
     return {"full": K * d * d, "diag": K * d, "spherical": K, "tied": d * d}[covariance_type]
+
+
+# One missing-value pattern's small-matrix calls, per component and iteration, in work units (~60 us).
+_PATTERN_WORK = 2000
+
+
+def _missing_patterns(X: FloatArray) -> int:
+    """An upper bound on the patterns of missing coordinates: incomplete rows + 1, and 2^d."""
+    if not _has_missing(X):
+        return 0
+    incomplete = int(np.count_nonzero(np.isnan(X).any(axis=1)))
+    return int(min(incomplete + 1, 2 ** min(int(X.shape[1]), 40)))
 
 
 def make_task(request: GaussianFitRequest, settings: Settings, default_time_limit_s: float) -> GaussianTask:
@@ -129,12 +153,36 @@ def make_task(request: GaussianFitRequest, settings: Settings, default_time_limi
         init_weights=init.weights if init else None,
         return_labels=request.return_labels,
         return_responsibilities=request.return_responsibilities,
+        return_imputed=request.return_imputed,
+        missing_patterns=_missing_patterns(X),
         standard_errors=request.standard_errors,
         data_file=request.dataset_file(),
     )
 
 
+def _has_missing(X: FloatArray) -> bool:
+    return bool(np.isnan(np.sum(X)))  # one pass, no n x d temporary
+
+
+def _check_missing(task: GaussianTask) -> None:
+    """Points with missing coordinates: what the observed-data fit needs, and what it cannot yet do."""
+    check_missing(task.X)
+    if task.dtype != "float64":
+        raise InvalidParameterError("points with missing values (null) are fitted in float64 only", "dtype")
+    if task.standard_errors:
+        raise InvalidParameterError(
+            "standard_errors are not available yet for points with missing values (null); fit without them, or "
+            "drop the incomplete points",
+            "standard_errors",
+        )
+
+
 def check(task: GaussianTask) -> None:
+    if _has_missing(task.X):
+        _check_missing(task)
+        # The remaining checks (options, distinct points, given starts) on the points with their gaps filled.
+        filled = np.where(np.isnan(task.X), np.nanmean(task.X, axis=0), task.X)
+        task = replace(task, X=filled, data_file=None)
     check_inputs(
         task.X,
         task.n_components,
@@ -147,8 +195,15 @@ def check(task: GaussianTask) -> None:
     )
 
 
-def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
-    model = GaussianMixture(
+def _model(task: GaussianTask) -> GaussianMixture | MissingGaussianMixture:
+    """The plain mixture, or (points with null coordinates) the observed-data one; the same start either way."""
+    if _has_missing(task.X):
+        _check_missing(task)
+        return MissingGaussianMixture(
+            task.X, task.n_components, task.covariance_type, task.reg_covar, init_method=task.init_method,
+            init_means=task.init_means, init_covariances=task.init_covariances, init_weights=task.init_weights,
+        )  # fmt: skip
+    return GaussianMixture(
         task.X,
         task.n_components,
         task.covariance_type,
@@ -159,13 +214,17 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
         task.init_weights,
         task.dtype,
     )
+
+
+def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
+    model = _model(task)
     # Given starting means keep the caller's order; otherwise results come in canonical order.
     options = replace(task.options, canonical_order=task.init_means is None)
     outcome = run_em(model, options, hooks)
     n_samples = model.n_observations
     n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
     uncertainty = None
-    if task.standard_errors:
+    if task.standard_errors and isinstance(model, GaussianMixture):
         params = outcome.params
         uncertainty = gaussian_uncertainty(
             model.X, params.weights, params.means - model.shift, params.covariances, task.covariance_type,
@@ -184,7 +243,16 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
         labels=np.argmax(outcome.log_resp, axis=1) if task.return_labels else None,
         responsibilities=np.exp(outcome.log_resp) if task.return_responsibilities else None,
         uncertainty=uncertainty,
+        imputed=_imputed(model, outcome) if task.return_imputed else None,
+        n_missing=int(np.count_nonzero(np.isnan(task.X))) if isinstance(model, MissingGaussianMixture) else 0,
     )
+
+
+def _imputed(model: GaussianMixture | MissingGaussianMixture, outcome: FitOutcome[GaussianParams]) -> FloatArray:
+    """Conditional means in the gaps (a complete cloud is its own imputation)."""
+    if isinstance(model, MissingGaussianMixture):
+        return model.imputed(outcome.params, outcome.log_resp)
+    return model.X + model.shift
 
 
 def render(solution: GaussianSolution, job_id: str) -> bytes:
@@ -198,6 +266,8 @@ def render(solution: GaussianSolution, job_id: str) -> bytes:
             "aic": solution.aic,
             "n_parameters": solution.n_parameters,
             "labels": solution.labels,
+            "imputed": solution.imputed,
+            "n_missing": solution.n_missing,
             "responsibilities": solution.responsibilities,
             **_uncertainty_fields(solution),
             **common_fields(solution.outcome, job_id),
@@ -268,8 +338,14 @@ def observations(request: ScoreRequest, model: GaussianModel, dataset: FloatArra
     if points is None:
         raise InvalidParameterError("a gaussian model takes points or a dataset of points", "points")
     X = as_rows(points)
+    field = "points" if request.points is not None else "dataset"
+    if _has_missing(X):
+        raise InvalidParameterError(
+            "the points have missing values (NaN); predict and score need complete points (a fit's "
+            "return_imputed fills the gaps under its model)",
+            field,
+        )
     if X.shape[1] != model.n_features:
-        field = "points" if request.points is not None else "dataset"
         raise InvalidParameterError(
             f"the points have {X.shape[1]} dimensions; the model expects {model.n_features}", field
         )

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.schemas.coins import CoinCounts
 from service.schemas.common import REQUEST_CONFIG
-from service.schemas.points import Points
+from service.schemas.points import PointsWithMissing
 
 
 class Dataset(BaseModel):
@@ -32,7 +32,7 @@ class DatasetJSON(BaseModel):
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
-    points: Points | None = None
+    points: PointsWithMissing | None = None
     sequences: list[str] | None = Field(None, min_length=1, description='experiments as flips, e.g. "HTTH"')
     counts: list[CoinCounts] | None = Field(None, min_length=1, description="experiments as heads and tails")
 

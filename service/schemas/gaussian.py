@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
-from service.schemas.points import Points
+from service.schemas.points import PointsWithMissing
 from service.schemas.uncertainty import StandardErrorsOption, WithStandardErrors
 
 Matrix = list[list[float]]
@@ -38,7 +38,11 @@ class GaussianFitRequest(FitOptions, StandardErrorsOption):
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
-    points: Points | None = Field(None, description="the point cloud (or name an uploaded one as dataset)")
+    points: PointsWithMissing | None = Field(
+        None,
+        description="the point cloud (or name an uploaded one as dataset); null marks a missing coordinate of a "
+        "row, and the fit maximises the likelihood of what is observed",
+    )
     n_components: int = Field(2, ge=1, description="K, the number of normal groups")
     covariance_type: CovarianceType = Field("full", description="as scikit-learn's GaussianMixture defines them")
     init: GaussianInit | None = None
@@ -52,6 +56,11 @@ class GaussianFitRequest(FitOptions, StandardErrorsOption):
     )
     return_labels: bool = Field(True, description="include the most probable component per point")
     return_responsibilities: bool = Field(False, description="include the n x K responsibilities")
+    return_imputed: bool = Field(
+        False,
+        description="include the points with each missing coordinate replaced by its conditional mean under the "
+        "fitted mixture (observed coordinates as given)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -110,6 +119,10 @@ class GaussianFitResult(FitResultBase, WithStandardErrors):
     n_parameters: int
     labels: list[int] | None = Field(description="most probable component per point (null unless requested)")
     responsibilities: list[list[float]] | None = Field(description="n x K (null unless requested)")
+    imputed: Matrix | None = Field(
+        None, description="the points, missing coordinates replaced by their conditional means (null unless requested)"
+    )
+    n_missing: int = Field(0, description="missing coordinates among the points (null entries)")
 
 
 # Worked request examples shown in Swagger UI (their results: service/schemas/result_examples/gaussian.json).
@@ -187,6 +200,27 @@ GAUSSIAN_EXAMPLES: dict[str, dict[str, Any]] = {
             "covariance_type": "full",
             "n_init": 3,
             "seed": 42,
+        },
+    },
+    "missing_values": {
+        "summary": "2-D with missing coordinates (null): fitted on what is observed, gaps filled after",
+        "description": "True EM over the observed coordinates; return_imputed gives each gap its conditional mean.",
+        "value": {
+            "points": [
+                [0.1, 0.2],
+                [None, 0.4],
+                [0.3, None],
+                [-0.2, 0.1],
+                [0.0, -0.3],
+                [4.0, 4.1],
+                [4.2, None],
+                [None, 3.9],
+                [3.8, 4.3],
+                [4.1, 3.7],
+            ],
+            "n_components": 2,
+            "seed": 0,
+            "return_imputed": True,
         },
     },
 }

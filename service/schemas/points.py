@@ -29,8 +29,11 @@ POINTS_JSON_SCHEMA: dict[str, Any] = {
 _SHAPE_HINT = "points must be a list of numbers (1-D data) or a list of equal-length lists of numbers (d-D rows)"
 
 
-def to_points(value: Any) -> NDArray[np.float64]:
-    """A (n,) or (n, d) float64 array from a JSON list, or a ValueError naming what is wrong."""
+def to_points(value: Any, allow_missing: bool = False) -> NDArray[np.float64]:
+    """A (n,) or (n, d) float64 array from a JSON list, or a ValueError naming what is wrong.
+
+    With ``allow_missing`` a null entry is a missing coordinate (NaN in the array).
+    """
     if isinstance(value, np.ndarray):
         return check_finite(value.astype(np.float64, copy=False))
     if not isinstance(value, list) or not value:
@@ -39,8 +42,13 @@ def to_points(value: Any) -> NDArray[np.float64]:
         raw = np.asarray(value)
     except ValueError:
         raise ValueError(_ragged_message(value)) from None
+    if raw.dtype.kind == "O" and allow_missing and _numbers_or_nulls(value):
+        raw = np.array(value, dtype=np.float64)  # null -> NaN
+        if raw.ndim not in (1, 2):
+            raise ValueError(f"{_SHAPE_HINT}; got {raw.ndim} levels of nesting")
+        return raw
     if raw.dtype.kind not in "iuf":  # text, booleans, null, objects, or integers beyond 64 bits
-        raise ValueError(f"{_SHAPE_HINT}; {_first_non_number(value)}")
+        raise ValueError(f"{_SHAPE_HINT}; {_first_non_number(value, allow_missing)}")
     if raw.ndim not in (1, 2):
         raise ValueError(f"{_SHAPE_HINT}; got {raw.ndim} levels of nesting")
     if raw.ndim == 2 and raw.shape[1] == 0:
@@ -68,13 +76,30 @@ def _ragged_message(value: list[Any]) -> str:
     return _SHAPE_HINT  # nested deeper than rows of numbers
 
 
-def _first_non_number(value: list[Any]) -> str:
-    def is_number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
+
+def _numbers_or_nulls(value: list[Any]) -> bool:
+    """Rows (d-D data: a null in 1-D data would be a point with nothing observed) of equal length, every leaf a
+    number (within 64 bits) or null."""
+    if not all(isinstance(item, list) for item in value):
+        return False
+    rows = [item if isinstance(item, list) else [item] for item in value]
+    leaves_ok = all(
+        leaf is None or (_is_number(leaf) and not (isinstance(leaf, int) and abs(leaf) >= 2**63))
+        for row in rows
+        for leaf in row
+    )
+    return leaves_ok and len({len(row) for row in rows}) == 1
+
+
+def _first_non_number(value: list[Any], allow_missing: bool = False) -> str:
     for i, item in enumerate(value):
         for j, leaf in enumerate(item if isinstance(item, list) else [item]):
-            if not is_number(leaf):
+            if leaf is None and allow_missing and isinstance(item, list):
+                continue
+            if not _is_number(leaf):
                 where = f"points[{i}][{j}]" if isinstance(item, list) else f"points[{i}]"
                 shown = "null" if leaf is None else repr(leaf)[:40]
                 return f"{where} is {shown}, not a number"
@@ -88,4 +113,27 @@ Points = Annotated[
     PlainValidator(to_points),
     PlainSerializer(lambda X: X.tolist(), return_type=list),
     WithJsonSchema(POINTS_JSON_SCHEMA),
+]
+
+_NUMBER_OR_NULL = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+POINTS_WITH_MISSING_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "array", "items": _NUMBER, "minItems": 1, "title": "1-D points"},
+        {
+            "type": "array",
+            "items": {"type": "array", "items": _NUMBER_OR_NULL, "minItems": 1},
+            "minItems": 1,
+            "title": "rows of d-D points (null: a missing coordinate)",
+        },
+    ],
+    "description": "a list of numbers (1-D data) or a list of equal-length lists of numbers (rows of d-D data); "
+    "in rows, null marks a missing coordinate (the fit uses the observed ones: true EM, no imputation)",
+}
+
+# Points of a Gaussian fit: rows may miss coordinates (null).
+PointsWithMissing = Annotated[
+    NDArray[np.float64],
+    PlainValidator(lambda value: to_points(value, allow_missing=True)),
+    PlainSerializer(lambda X: np.where(np.isnan(X), None, X).tolist(), return_type=list),
+    WithJsonSchema(POINTS_WITH_MISSING_JSON_SCHEMA),
 ]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype
 from service.schemas.common import REQUEST_CONFIG, FitOptions
-from service.schemas.points import Points
+from service.schemas.points import PointsWithMissing
 
 Criterion = Literal["bic", "aic", "icl"]
 
@@ -34,7 +34,9 @@ class GaussianSelectRequest(FitOptions):
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
-    points: Points | None = Field(None, description="the point cloud (or name an uploaded one as dataset)")
+    points: PointsWithMissing | None = Field(
+        None, description="the point cloud (or name an uploaded one as dataset); null marks a missing coordinate"
+    )
     n_components: list[int] | KRange = Field(
         default_factory=KRange,
         description='the K values to try: a list, or {"min", "max"} (default 1..6)',
