@@ -141,3 +141,31 @@ def test_points_with_nothing_observed_or_a_coordinate_never_observed_are_refused
     never[:, 1] = np.nan
     with pytest.raises(EMError, match="coordinate 1 is missing"):
         MissingGaussianMixture(never, 2, "full", 1e-6)
+
+
+def test_missing_at_random_beats_mean_imputation_then_a_complete_fit():
+    """Data from a known mixture, 30% of entries hidden completely at random: EM over the observed coordinates
+    lands near the truth (within a few standard errors, ~1/sqrt(n)); filling the gaps with column means first
+    shrinks each group's variances and correlation and lands farther away."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    means = np.array([[0.0, 0.0], [4.0, 4.0]])
+    covariance = np.array([[1.0, 0.8], [0.8, 1.0]])
+    labels = rng.integers(2, size=n)
+    X = means[labels] + rng.multivariate_normal([0, 0], covariance, size=n)
+    hidden = X.copy()
+    holes = rng.uniform(size=X.shape) < 0.3
+    holes[holes.all(axis=1), 0] = False
+    hidden[holes] = np.nan
+    ours = run_em(MissingGaussianMixture(hidden, 2, "full", 1e-6), EMOptions(tol=1e-10, max_iter=2000, seed=0))
+    filled = np.where(np.isnan(hidden), np.nanmean(hidden, axis=0), hidden)
+    imputed = run_em(GaussianMixture(filled, 2, "full"), EMOptions(tol=1e-10, max_iter=2000, seed=0))
+
+    def error(params):
+        return np.abs(params.means - means).max(), np.abs(params.covariances - covariance).max()
+
+    our_means, our_covariances = error(ours.params)
+    their_means, their_covariances = error(imputed.params)
+    # Each group has ~2,000 points, 70% of each coordinate observed: a standard error of ~0.03 on a mean.
+    assert our_means < 5 / np.sqrt(0.7 * n / 2) and our_covariances < 10 / np.sqrt(0.7 * n / 2)
+    assert our_means < their_means and our_covariances < their_covariances / 3

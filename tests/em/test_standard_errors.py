@@ -171,3 +171,30 @@ def test_no_errors_where_the_information_says_nothing():
     flat = gaussian_uncertainty(same, q.weights, q.means, q.covariances, "full", np.ones((300, 1)), True)
     assert flat.covariance is None
     assert "singular" in flat.warnings[0] or "indefinite" in flat.warnings[0]
+
+
+@pytest.mark.slow
+def test_wald_intervals_cover_the_truth_95_percent_of_the_time():
+    """500 data sets of 1,000 points from a known two-group mixture (fixed seed): the nominal 95% intervals +- 1.96 SE
+    cover the true parameters 93-97% of the time, for a weight, both means and a variance."""
+    rng = np.random.default_rng(12)
+    truth = {"weights[0]": 0.4, "means[0][0]": -1.0, "means[1][0]": 2.0, "covariances[0][0][0]": 1.0}
+    n, runs = 1000, 500
+    covered = dict.fromkeys(truth, 0)
+    for _ in range(runs):
+        first = rng.uniform(size=n) < truth["weights[0]"]
+        X = np.where(first, rng.normal(-1.0, 1.0, n), rng.normal(2.0, 0.7, n))[:, None]
+        start = {"init_means": [[-1.0], [2.0]], "init_covariances": [[[1.0]], [[0.49]]], "init_weights": [0.4, 0.6]}
+        outcome = run_em(GaussianMixture(X, 2, "full", **start), EMOptions(tol=1e-12, max_iter=5000, seed=0))
+        p = outcome.params
+        uncertainty = gaussian_uncertainty(X, p.weights, p.means, p.covariances, "full", np.exp(outcome.log_resp), True)
+        estimates = dict(
+            zip(
+                uncertainty.names, np.concatenate([p.weights[:1], p.means.ravel(), p.covariances[:, 0, 0]]), strict=True
+            )
+        )
+        errors = dict(zip(uncertainty.names, np.sqrt(np.diag(uncertainty.covariance)), strict=True))
+        for name, value in truth.items():
+            covered[name] += abs(estimates[name] - value) <= 1.96 * errors[name]
+    for name, count in covered.items():
+        assert 0.93 <= count / runs <= 0.97, (name, count / runs)
