@@ -13,7 +13,8 @@ fixed matrix (diag keeps the diagonal pairs, spherical sums them). With P = Sigm
     d2 / d mu d s_ab = -P E_ab u             d2 / d s_ab d s_cd = tr(E_ab P E_cd P) / 2 - u' E_ab P E_cd u
 
 The responsibility-weighted Hessian needs only N_k, sum r u and sum r u u' per component; the scores' outer
-products (Louis's correction) take one pass over the rows in chunks.
+products (Louis's correction) take one pass over the rows in chunks, and only over the points that more than
+one component shares (to working precision): for the others the correction is zero.
 """
 
 from __future__ import annotations
@@ -176,17 +177,31 @@ def gaussian_uncertainty(
     rows_per_chunk = max(64, _CHUNK_NUMBERS // len(names))
     for start in range(0, n, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, n))
-        mean_scores = np.zeros((rows.stop - rows.start, len(names)))
+        # Louis's correction of a point, sum_k r_k s_k s_k' - g g', vanishes when one component has all of it.
+        # Where the largest responsibility rounds to 1 the others are below 1e-16, and the correction is theirs
+        # times scores that grow only polynomially with the distance that made them so small: below 1e-10 of
+        # the point's own terms. Only the other points enter the (n x p^2) products: in separated groups, few.
+        shared = np.flatnonzero(np.max(resp[rows], axis=1) < 1.0) + start
+        mean_scores = np.zeros((len(shared), len(names)))
         for k in range(K):
             r = resp[rows, k]
             u = (X[rows] - means[k]) @ precisions[k]
-            scores = np.hstack([np.broadcast_to(weight_scores[k], (len(u), K - 1)), u, pairs.scores(u, precisions[k])])
-            columns = columns_of(k)
-            sums.add_component(r, scores, columns)
-            mean_scores[:, columns] += r[:, None] * scores
             u_sums[k] += r @ u
             u_outer[k] += u.T @ (u * r[:, None])
-        sums.add_mean_scores(mean_scores)
+            if shared.size:
+                u_shared, r_shared = u[shared - start], resp[shared, k]
+                scores = np.hstack(
+                    [
+                        np.broadcast_to(weight_scores[k], (len(shared), K - 1)),
+                        u_shared,
+                        pairs.scores(u_shared, precisions[k]),
+                    ]
+                )
+                columns = columns_of(k)
+                sums.add_component(r_shared, scores, columns)
+                mean_scores[:, columns] += r_shared[:, None] * scores
+        if shared.size:
+            sums.add_mean_scores(mean_scores)
 
     hessian = np.zeros((len(names), len(names)))
     hessian[: K - 1, : K - 1] = simplex_hessian(weights, counts)

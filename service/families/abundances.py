@@ -11,9 +11,9 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from service.em.abundances import AbundanceParams, TranscriptAbundances, incidence_from_arrays
+from service.em.abundances_use import AbundanceModel
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
-from service.em.use_abundances import AbundanceModel
 from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps

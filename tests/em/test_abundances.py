@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from scipy import optimize
 
 from service.em.abundances import AbundanceParams, TranscriptAbundances, incidence_matrix
+from service.em.abundances_use import AbundanceModel
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.loop import EMOptions, run_em
 from service.em.use import predict
-from service.em.use_abundances import AbundanceModel
 
 KALLISTO = json.loads((Path(__file__).parents[1] / "reference" / "kallisto_abundances.json").read_text())
 # Run to max_iter: a stop on the log-likelihood leaves parameters sqrt(tol) away, as it is flat at the top.

@@ -135,6 +135,27 @@ def test_gaussian_errors_are_the_inverse_curvature_of_the_mixture_likelihood(cov
     assert len(uncertainty.names) == len(_packed(params, covariance_type))
 
 
+def test_points_one_component_owns_skip_louis_correction_without_changing_the_errors():
+    """Groups 30 standard deviations apart: nearly every responsibility rounds to 0 or 1, so nearly every point
+    skips the correction's products; the errors still equal the likelihood's inverse curvature."""
+    rng = np.random.default_rng(8)
+    X = np.vstack([rng.normal(size=(200, 2)) @ np.array([[1.0, 0.4], [0.0, 0.7]]), rng.normal(30, 1.5, (150, 2))])
+    outcome = run_em(GaussianMixture(X, 2, "full"), CONVERGE)
+    resp = np.exp(outcome.log_resp)
+    assert np.mean(np.max(resp, axis=1) == 1.0) > 0.95  # the shortcut is what is under test
+    p = outcome.params
+    uncertainty = gaussian_uncertainty(X, p.weights, p.means, p.covariances, "full", resp, True)
+
+    def log_likelihood(theta):
+        weights, means, covariances = _unpack(theta, 2, 2, "full")
+        density = sum(
+            w * stats.multivariate_normal(m, c).pdf(X) for w, m, c in zip(weights, means, covariances, strict=True)
+        )
+        return np.log(density).sum()
+
+    _assert_covariance_matches(uncertainty.covariance, log_likelihood, _packed(p, "full"))
+
+
 def test_one_normal_group_has_the_textbook_errors():
     """K = 1: SE(mean) = sigma / sqrt(n), SE(variance) = sigma^2 sqrt(2 / n), the MLE's exact information."""
     X = np.random.default_rng(2).normal(3.0, 2.0, size=(500, 1))
