@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.em.errors import DegenerateDataError, InvalidParameterError
-from service.em.information import Uncertainty, covariance_of_estimates, simplex_map
+from service.em.information import Reported, Uncertainty, covariance_of_estimates, simplex_map
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -208,13 +208,13 @@ class AlleleModel:
             "no observed phenotype needs them"
         ]
 
-    def uncertainty(self, params: AlleleParams, converged: bool) -> tuple[Uncertainty, dict[str, FloatArray | None]]:
+    def uncertainty(self, params: AlleleParams, converged: bool) -> tuple[Uncertainty, dict[str, Reported | None]]:
         """The frequencies' covariance from the exact Hessian of sum_f n_f log P(f), on the free frequencies
         (all but the last, which is 1 minus the others), and the reported frequencies as a map of those."""
         genetics, p = self.genetics, params.frequencies
         n_alleles = len(p)
         names = [f"frequencies[{a}]" for a in range(n_alleles - 1)]
-        maps: dict[str, FloatArray | None] = {"frequencies": simplex_map(n_alleles)}
+        maps: dict[str, Reported | None] = {"frequencies": Reported(np.arange(n_alleles - 1), simplex_map(n_alleles))}
         if np.any(p <= 0):
             warning = "standard errors are not given: an allele's frequency is 0, on the boundary of the simplex"
             return Uncertainty(names, None, [warning]), maps

@@ -23,6 +23,7 @@ from service.em.chunks import map_chunks, row_chunks, weighted_sums
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.information import (
     LouisSums,
+    Reported,
     Uncertainty,
     chunked,
     covariance_of_estimates,
@@ -215,15 +216,15 @@ class CoinMixture:
 
     # --- standard errors ---
 
-    def uncertainty(self, params: CoinParams, converged: bool) -> tuple[Uncertainty, dict[str, FloatArray | None]]:
+    def uncertainty(self, params: CoinParams, converged: bool) -> tuple[Uncertainty, dict[str, Reported | None]]:
         """The estimates' covariance from the observed information, and each reported parameter as a linear
         map of the free ones (None: fixed, not estimated). Free: every bias, then all weights but the last
         (when fitted). a_ik = log w_k + heads log b_k + tails log(1 - b_k), less the shared coefficient."""
         K, (biases, weights) = self.n_coins, (params.biases, params.weights)
         n_weights = K - 1 if self.fit_weights else 0
         names = [f"biases[{k}]" for k in range(K)] + [f"weights[{k}]" for k in range(n_weights)]
-        weight_map = np.hstack([np.zeros((K, K)), simplex_map(K)]) if self.fit_weights else None
-        maps: dict[str, FloatArray | None] = {"biases": np.eye(K, K + n_weights), "weights": weight_map}
+        weight_map = Reported(np.arange(K, 2 * K - 1), simplex_map(K)) if self.fit_weights else None
+        maps: dict[str, Reported | None] = {"biases": Reported(np.arange(K)), "weights": weight_map}
         if np.any((biases <= 0) | (biases >= 1)) or (self.fit_weights and np.any(weights <= 0)):
             boundary = "a bias of 0 or 1" if np.any((biases <= 0) | (biases >= 1)) else "a weight of 0"
             warning = (

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from service.em.information import (
     LouisSums,
+    Reported,
     Uncertainty,
     covariance_of_estimates,
     simplex_hessian,
@@ -115,29 +116,24 @@ def parameter_names(K: int, d: int, covariance_type: str) -> list[str]:
     return names
 
 
-def reported_maps(K: int, d: int, covariance_type: str) -> dict[str, FloatArray]:
-    """Each reported parameter (flattened, in the result's shape) as a linear map of the free ones."""
-    n_free = n_free_parameters(K, d, covariance_type)
-    weights = np.zeros((K, n_free))
-    weights[:, : K - 1] = simplex_map(K)
-    means = np.zeros((K * d, n_free))
-    means[:, K - 1 : K - 1 + K * d] = np.eye(K * d)
+def reported_maps(K: int, d: int, covariance_type: str) -> dict[str, Reported]:
+    """Each reported parameter (flattened, in the result's shape) as a map of the free ones."""
     start = K - 1 + K * d
     if covariance_type in ("full", "tied"):
-        shape = (K, d, d) if covariance_type == "full" else (1, d, d)
-        position = {(int(a), int(b)): m for m, (a, b) in enumerate(zip(*np.triu_indices(d), strict=True))}
-        n_pairs = len(position)
-        covariances = np.zeros((int(np.prod(shape)), n_free))
-        for k in range(shape[0]):
-            for a in range(d):
-                for b in range(d):
-                    row = (k * d + a) * d + b
-                    covariances[row, start + k * n_pairs + position[(min(a, b), max(a, b))]] = 1.0
+        blocks = K if covariance_type == "full" else 1
+        n_pairs = d * (d + 1) // 2
+        position = np.zeros((d, d), dtype=np.intp)  # entry (a, b) of a block: its pair's index, either order
+        upper = np.triu_indices(d)
+        position[upper] = np.arange(n_pairs)
+        position[upper[1], upper[0]] = np.arange(n_pairs)
+        covariances = (start + np.arange(blocks)[:, None, None] * n_pairs + position[None, :, :]).reshape(-1)
     else:
-        count = K * d if covariance_type == "diag" else K
-        covariances = np.zeros((count, n_free))
-        covariances[:, start : start + count] = np.eye(count)
-    return {"weights": weights, "means": means, "covariances": covariances}
+        covariances = np.arange(start, start + (K * d if covariance_type == "diag" else K))
+    return {
+        "weights": Reported(np.arange(K - 1), simplex_map(K)),
+        "means": Reported(np.arange(K - 1, start)),
+        "covariances": Reported(covariances.astype(np.intp)),
+    }
 
 
 def gaussian_uncertainty(

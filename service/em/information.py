@@ -30,6 +30,16 @@ _SINGULAR_RATIO = 1e-12
 
 
 @dataclass(frozen=True)
+class Reported:
+    """Reported quantities as a linear map of some of the free parameters: ``matrix @ theta[columns]``, or
+    (no matrix) the free parameters at ``columns`` themselves. Kept this small on purpose: a dense map over every
+    free parameter would hold (reported x free) numbers, gigabytes for a large full-covariance mixture."""
+
+    columns: IntArray
+    matrix: FloatArray | None = None
+
+
+@dataclass(frozen=True)
 class Uncertainty:
     """Covariance of the free parameters' estimates (None when undefined, with the reason in ``warnings``)."""
 
@@ -37,12 +47,17 @@ class Uncertainty:
     covariance: FloatArray | None
     warnings: list[str]
 
-    def errors_of(self, linear_map: FloatArray) -> FloatArray | None:
-        """Standard errors of ``linear_map @ free parameters`` (one row per reported quantity)."""
+    def errors_of(self, reported: Reported) -> FloatArray | None:
+        """Standard errors of the ``reported`` quantities."""
         if self.covariance is None:
             return None
-        variances = np.einsum("rp,pq,rq->r", linear_map, self.covariance, linear_map)
-        return np.sqrt(np.maximum(variances, 0.0))  # type: ignore[no-any-return]
+        if reported.matrix is None:
+            variances = np.diagonal(self.covariance)[reported.columns]
+        else:
+            block = self.covariance[np.ix_(reported.columns, reported.columns)]
+            variances = np.einsum("rp,pq,rq->r", reported.matrix, block, reported.matrix)
+        errors: FloatArray = np.sqrt(np.maximum(variances, 0.0))
+        return errors
 
 
 @dataclass

@@ -279,6 +279,8 @@ def _uncertainty_fields(solution: GaussianSolution) -> dict[str, Any]:
     """Standard errors of weights, means and covariances; for 1-D data also of the standard deviations, by the
     delta method (d sigma = d sigma^2 / 2 sigma)."""
     params = solution.params
+    if solution.uncertainty is None:
+        return uncertainty_fields(None, {}, params)
     K, d = len(params["weights"]), len(params["means"][0])
     fields = uncertainty_fields(solution.uncertainty, reported_maps(K, d, solution.covariance_type), params)
     errors = fields["standard_errors"]

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from hmmlearn.hmm import CategoricalHMM, GaussianHMM
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service.em.errors import EMError
@@ -134,8 +134,14 @@ def test_log_likelihood_never_decreases(seed: int, n_states: int, lengths: list[
     if n < n_states:
         return
     values = rng.integers(0, 3, n) if emission == "categorical" else rng.normal(size=n) + 3 * rng.integers(0, 2, n)
-    model = HiddenMarkovModel(encode(_split(values, lengths), emission), n_states, emission, reg_covar=1e-3)  # type: ignore[arg-type]
-    outcome = run_em(model, EMOptions(max_iter=30, tol=0.0, seed=seed))
+    # Plain maximum likelihood (reg_covar 0): a covariance floor added after the M-step is not a maximiser, and
+    # can lower the likelihood (hypothesis found a 1e-4 drop with reg_covar = 1e-3). A state that collapses onto
+    # one point sends the likelihood to +inf, which the driver reports as degenerate: no law to check there.
+    model = HiddenMarkovModel(encode(_split(values, lengths), emission), n_states, emission, reg_covar=0.0)  # type: ignore[arg-type]
+    try:
+        outcome = run_em(model, EMOptions(max_iter=30, tol=0.0, seed=seed))
+    except EMError:
+        assume(False)
     trace = [entry.log_likelihood for entry in outcome.trace]
     for before, after in itertools.pairwise(trace):
         assert after >= before - 1e-9 * max(1.0, abs(before))
