@@ -50,7 +50,7 @@ class ScoreRequest(BaseModel):
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
 
     points: Points | None = Field(None, description="gaussian: a list of numbers (1-D) or rows of d numbers")
-    sequences: list[str] | HmmSequences | None = Field(
+    sequences: Annotated[list[str], Field(min_length=1)] | HmmSequences | None = Field(
         None,
         union_mode="left_to_right",
         description='coins: experiments as flips, e.g. "HTTH"; hmm: sequences as lists of symbols, numbers or rows',

@@ -346,3 +346,11 @@ def test_imports_are_held_to_the_size_caps_and_large_ones_still_work(tmp_path):
         X = RNG.normal(size=(20, d))
         predicted = client.post(f"/v1/models/{model_id}/predict", json={"points": X.tolist()}).json()
         assert predicted["labels"] == reference.predict(X).tolist()
+
+
+def test_an_empty_list_of_sequences_is_a_422_not_a_500(client):
+    """Found by Schemathesis: {"sequences": []} reached the score's mean over no observations (a 500)."""
+    coins = _import(client, {"kind": "coins", "params": {"biases": [0.3, 0.6]}})["id"]
+    for verb in ("predict", "score"):
+        response = client.post(f"/v1/models/{coins}/{verb}", json={"sequences": []})
+        assert response.status_code == 422 and "at least 1 item" in response.text
