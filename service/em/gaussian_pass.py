@@ -325,9 +325,7 @@ class Design:
         width = self._built_width
         features = scratch[: width * m].reshape(width, m)
         features[: 1 + d] = self.features[:, rows]
-        x = features[1 : 1 + d]
-        for row, (i, j) in enumerate(zip(*self.pairs, strict=True), start=1 + d):
-            np.multiply(x[i], x[j], out=features[row])
+        _pair_products(features[1 : 1 + d], self.pairs, out=features[1 + d :])
         return features, scratch[width * m :]
 
     def _linear_moments(self, resp: WorkArray, features: WorkArray) -> Moments:
@@ -477,11 +475,15 @@ def _weighted_pair_sums(resp: WorkArray, x: WorkArray, pairs: tuple[NDArray[np.i
     The rows' products x_i x_j, one contiguous multiply each, then one product with all K rows of
     responsibilities.
     """
-    upper, lower = pairs
-    products = np.empty((len(upper), x.shape[1]), x.dtype)
-    for row, (i, j) in enumerate(zip(upper, lower, strict=True)):
-        np.multiply(x[i], x[j], out=products[row])
-    return weighted_sums(resp, products)
+    products = np.empty((len(pairs[0]), x.shape[1]), x.dtype)
+    return weighted_sums(resp, _pair_products(x, pairs, out=products))
+
+
+def _pair_products(x: WorkArray, pairs: tuple[NDArray[np.intp], NDArray[np.intp]], out: WorkArray) -> WorkArray:
+    """``out`` row by row: x_i x_j for every pair (i, j) of ``pairs``, from ``x`` as (d x n_chunk)."""
+    for row, (i, j) in enumerate(zip(*pairs, strict=True)):
+        np.multiply(x[i], x[j], out=out[row])
+    return out
 
 
 def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, traces: FloatArray) -> FloatArray:

@@ -88,10 +88,7 @@ def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s:
         heads = np.array([c.heads for c in request.counts], dtype=np.float64)
         tails = np.array([c.tails for c in request.counts], dtype=np.float64)
     init = request.init
-    task_free = 2 * request.n_coins - 1 if request.fit_weights else request.n_coins
-    if request.standard_errors:
-        check_standard_errors(settings, request.n_experiments, task_free)
-    return CoinTask(
+    task = CoinTask(
         options=em_options(request, settings, default_time_limit_s),
         heads=heads,
         tails=tails,
@@ -101,6 +98,9 @@ def make_task(request: CoinFitRequest, settings: Settings, default_time_limit_s:
         init_weights=None if init is None or init.weights is None else np.asarray(init.weights, dtype=np.float64),
         standard_errors=request.standard_errors,
     )
+    if task.standard_errors:
+        check_standard_errors(settings, int(task.heads.size), task.n_free_parameters)
+    return task
 
 
 def check(task: CoinTask) -> None:

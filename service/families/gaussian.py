@@ -197,8 +197,7 @@ def check(task: GaussianTask) -> None:
 
 def _model(task: GaussianTask) -> GaussianMixture | MissingGaussianMixture:
     """The plain mixture, or (points with null coordinates) the observed-data one; the same start either way."""
-    if _has_missing(task.X):
-        _check_missing(task)
+    if _has_missing(task.X):  # checked in the API process (check); the model checks the points again itself
         return MissingGaussianMixture(
             task.X, task.n_components, task.covariance_type, task.reg_covar, init_method=task.init_method,
             init_means=task.init_means, init_covariances=task.init_covariances, init_weights=task.init_weights,

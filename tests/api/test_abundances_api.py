@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.schemas.abundances import THREE_TRANSCRIPTS
 from service.settings import Settings
-from tests.jobs.helpers import parse_sse, wait_until
+from tests.jobs.helpers import finished_job, parse_sse, wait_until
 from tests.live_server import live_server
 
 TIMINGS = {"job_id", "model_id", "elapsed_ms"}
@@ -26,11 +26,6 @@ def _api_example_rho() -> list[float]:
     roots = np.roots([-(n_a + n_b + n_ab) * d, (n_a + n_ab) * d - (n_a + n_b) * v, n_a * v]).real
     x = float(next(r for r in roots if 0 < r < 1))
     return [x, 1 - x, 0.0]
-
-
-def _finished(client, job_id):
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def test_sync_fit_of_the_api_example(client):
@@ -87,7 +82,7 @@ def test_job_events_and_result_equal_the_sync_fit(client):
     result = json.loads(events[-1]["data"])["result"]
     iterations = [e for e in events if e["event"] == "iteration"]
     assert len(iterations) == result["n_iter"]
-    done = wait_until(lambda: _finished(client, job_id))
+    done = wait_until(lambda: finished_job(client, job_id))
     assert done["request"]["n_targets"] == 3 and done["request"]["n_reads"] == 500
     sync = client.post("/v1/fit/abundances", json=body).json()
     assert {k: v for k, v in done["result"].items() if k not in TIMINGS} == {
@@ -114,7 +109,7 @@ def test_cancel_a_running_job(client):
     job_id = client.post("/v1/jobs/abundances", json=_long_body()).json()["id"]
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["progress"])
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
-    done = wait_until(lambda: _finished(client, job_id), timeout_s=10)
+    done = wait_until(lambda: finished_job(client, job_id), timeout_s=10)
     assert done["status"] == "cancelled"
     with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
         assert parse_sse(list(stream.iter_lines()))[-1]["event"] == "cancelled"

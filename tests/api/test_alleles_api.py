@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from service.schemas.alleles import ALLELE_EXAMPLES
-from tests.jobs.helpers import parse_sse, wait_until
+from tests.jobs.helpers import finished_job, parse_sse, wait_until
 from tests.live_server import live_server
 
 MOTH = ALLELE_EXAMPLES["peppered_moth"]["value"]
 TIMINGS = {"job_id", "model_id", "elapsed_ms"}
-
-
-def _finished(client, job_id):
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def test_the_peppered_moth_over_http(client):
@@ -57,7 +52,7 @@ def test_an_allele_job_can_be_cancelled(client):
     job = client.post("/v1/jobs/alleles", json=body).json()
     wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["progress"])
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202
-    assert wait_until(lambda: _finished(client, job["id"]))["status"] == "cancelled"
+    assert wait_until(lambda: finished_job(client, job["id"]))["status"] == "cancelled"
 
 
 def _with(change):
@@ -134,6 +129,6 @@ def test_the_peppered_moth_over_a_real_server(tmp_path):
     with live_server(server_env) as server, httpx.Client(base_url=server.url, timeout=60) as http:
         fit = http.post("/v1/fit/alleles", json=MOTH).json()
         job = http.post("/v1/jobs/alleles", json=MOTH).json()
-        done = wait_until(lambda: _finished(http, job["id"]))
+        done = wait_until(lambda: finished_job(http, job["id"]))
     np.testing.assert_allclose(fit["params"]["frequencies"], [0.07084, 0.18874, 0.74043], atol=1e-4)
     assert done["result"]["params"] == fit["params"]

@@ -13,17 +13,12 @@ from hmmlearn.hmm import CategoricalHMM, GaussianHMM
 from service.main import create_app
 from service.schemas.hmm import HMM_EXAMPLES
 from service.settings import Settings
-from tests.jobs.helpers import parse_sse, wait_until
+from tests.jobs.helpers import finished_job, parse_sse, wait_until
 from tests.live_server import live_server
 
 CASINO = HMM_EXAMPLES["dishonest_casino"]["value"]
 SMALL_GAUSSIAN = HMM_EXAMPLES["gaussian_two_regimes"]["value"]
 TIMINGS = {"job_id", "model_id", "elapsed_ms"}
-
-
-def _finished(client, job_id):
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def _strip(result):
@@ -67,7 +62,7 @@ def test_job_events_and_result_equal_the_sync_fit(client):
     body = {**SMALL_GAUSSIAN, "n_init": 2, "seed": 5}
     job = client.post("/v1/jobs/hmm", json=body).json()
     assert job["kind"] == "hmm"
-    done = wait_until(lambda: _finished(client, job["id"]))
+    done = wait_until(lambda: finished_job(client, job["id"]))
     assert done["status"] == "succeeded"
     assert _strip(done["result"]) == _strip(client.post("/v1/fit/hmm", json=body).json())
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
@@ -94,7 +89,7 @@ def test_cancel_a_running_hmm_job(tmp_path):
         job = response.json()
         wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["progress"], timeout_s=60)
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202
-        done = wait_until(lambda: _finished(client, job["id"]), timeout_s=30)
+        done = wait_until(lambda: finished_job(client, job["id"]), timeout_s=30)
         assert done["status"] == "cancelled"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import DO_BATZOGLOU
-from tests.jobs.helpers import parse_sse, wait_until
+from tests.jobs.helpers import finished_job, parse_sse, wait_until
 
 RAGGED = [
     ("gaussian", {"init": {"covariances": [[[1, 0], [0]], [[1, 0], [0, 1]]]}}, "init.covariances"),
@@ -32,16 +32,11 @@ def test_cancelling_right_after_submitting_never_fails(client):
         job = client.post("/v1/jobs/coins", json=body).json()
         response = client.delete(f"/v1/jobs/{job['id']}")
         assert response.status_code in (200, 202, 409), response.text
-        final = wait_until(lambda job=job: _finished(client, job["id"]), timeout_s=30)
+        final = wait_until(lambda job=job: finished_job(client, job["id"]), timeout_s=30)
         if response.status_code == 202:
             assert final["status"] == "cancelled"
         else:
             assert final["status"] == "succeeded"
-
-
-def _finished(client, job_id):
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def test_jobs_are_listed_by_status_and_kind(client):
@@ -50,7 +45,7 @@ def test_jobs_are_listed_by_status_and_kind(client):
     bad = client.post("/v1/jobs/coins", json={"sequences": ["HT", "HT"], "n_coins": 2, "init": {"biases": [0.5, 0.5]}})
     assert bad.status_code == 202
     for job in (coin, gaussian, bad.json()):
-        wait_until(lambda job=job: _finished(client, job["id"]))
+        wait_until(lambda job=job: finished_job(client, job["id"]))
 
     def ids(query):
         response = client.get(f"/v1/jobs?{query}")
@@ -85,7 +80,7 @@ def test_an_empty_cursor_is_the_first_page(client):
 @pytest.mark.parametrize("last_event_id", ["null", "", "undefined", "-1"])
 def test_a_placeholder_last_event_id_replays_from_the_start(client, last_event_id):
     job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU, "init": {"biases": [0.6, 0.5]}}).json()
-    wait_until(lambda: _finished(client, job["id"]))
+    wait_until(lambda: finished_job(client, job["id"]))
     headers = {"Last-Event-ID": last_event_id}
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=headers) as stream:
         assert stream.status_code == 200

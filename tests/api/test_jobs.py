@@ -11,14 +11,9 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
-from tests.jobs.helpers import long_gaussian_body, parse_sse, wait_until
+from tests.jobs.helpers import finished_job, long_gaussian_body, parse_sse, wait_until
 
 TIMINGS = {"job_id", "model_id", "elapsed_ms"}
-
-
-def _finished(client, job_id):
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def _strip(result):
@@ -33,7 +28,7 @@ def test_job_lifecycle_and_result_equals_the_sync_fit(client):
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["kind"] == "coins" and job["status"] in ("queued", "running") and job["result"] is None
     assert job["request"]["n_experiments"] == 5 and job["request"]["n_init"] == 4
-    done = wait_until(lambda: _finished(client, job["id"]))
+    done = wait_until(lambda: finished_job(client, job["id"]))
     assert done["status"] == "succeeded" and done["error"] is None
     assert done["started_at"] <= done["finished_at"]
     assert done["result"]["job_id"] == job["id"]
@@ -44,7 +39,7 @@ def test_job_lifecycle_and_result_equals_the_sync_fit(client):
 def test_gaussian_job_matches_sync(client):
     body = {"points": [[0, 0], [0.2, 0.1], [0.1, 0.3], [5, 5], [5.2, 4.9], [4.8, 5.1]], "seed": 3, "n_init": 2}
     job = client.post("/v1/jobs/gaussian", json=body).json()
-    done = wait_until(lambda: _finished(client, job["id"]))
+    done = wait_until(lambda: finished_job(client, job["id"]))
     assert _strip(done["result"]) == _strip(client.post("/v1/fit/gaussian", json=body).json())
 
 
@@ -69,7 +64,7 @@ def test_events_stream_every_iteration_in_order_then_the_final_event(client):
 
 def test_events_resume_after_last_event_id(client):
     job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU, "init": {"biases": [0.6, 0.5]}}).json()
-    wait_until(lambda: _finished(client, job["id"]))
+    wait_until(lambda: finished_job(client, job["id"]))
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
         everything = parse_sse(list(stream.iter_lines()))
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "3"}) as stream:
@@ -108,7 +103,7 @@ def test_unknown_jobs_are_404(client):
 
 def test_cancelling_a_finished_job_is_409(client):
     job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()
-    wait_until(lambda: _finished(client, job["id"]))
+    wait_until(lambda: finished_job(client, job["id"]))
     response = client.delete(f"/v1/jobs/{job['id']}")
     assert response.status_code == 409 and "already succeeded" in response.json()["detail"]
 
@@ -136,7 +131,7 @@ def test_cancel_running_and_queued_jobs_and_back_pressure(one_worker_client):
     assert client.delete(f"/v1/jobs/{queued['id']}").status_code == 200
 
     assert client.delete(f"/v1/jobs/{running['id']}").status_code == 202
-    done = wait_until(lambda: _finished(client, running["id"]), timeout_s=5)
+    done = wait_until(lambda: finished_job(client, running["id"]), timeout_s=5)
     assert done["status"] == "cancelled" and done["result"] is None
     with client.stream("GET", f"/v1/jobs/{running['id']}/events") as stream:
         events = parse_sse(list(stream.iter_lines()))

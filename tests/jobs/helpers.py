@@ -47,3 +47,9 @@ def parse_sse(lines: list[str]) -> list[dict[str, str]]:
     if current:
         events.append(current)
     return events
+
+
+def finished_job(client: Any, job_id: str) -> dict[str, Any] | None:
+    """The job's record once it has ended (succeeded, failed or cancelled), else None: for ``wait_until``."""
+    job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+    return job if job["status"] in ("succeeded", "failed", "cancelled") else None
