@@ -54,6 +54,10 @@ _MIN_CHUNK_ROWS = 4096
 # M-step's sums; within this size the second read finds them in the L3 cache (32 MB here), not in memory.
 # Measured on 2 shared cores: 4-8 MB chunks beat both cache-sized ones (per-chunk overhead) and whole passes.
 _CHUNK_BYTES = 1 << 23
+# An expanded pass that fits one chunk is still split over the threads from this much work (n x K x width, the
+# products' multiply-adds): measured on 10,000 rows, K = 8, d = 32 (5.2 million) gained 20-30%; d <= 8 (1.4
+# million or less) and K = 2 gained nothing or lost (the hand-over outweighs the halved exp and products).
+_SPLIT_WORK = 1 << 22
 # Up to this many components, the expanded pass's products go one component at a time (see _product).
 _GEMV_COMPONENTS = 3
 # The quadratic pass computes c - 1/2 x'Px + m'Px for each row: rounding errors of eps (|x|_P + |m|_P)^2 where
@@ -108,7 +112,9 @@ class Design:
         elif self.grams:  # |x|^2: its weighted sums are the traces of the components' second moments
             np.sum(X * X, axis=1, out=self.features[-1])
         if self.expanded:
-            self.chunks = _balanced_chunks(n_samples, _expanded_chunk_rows(n_components, width, np.dtype(dtype)))
+            self.chunks = _balanced_chunks(
+                n_samples, _expanded_chunk_rows(n_components, width, np.dtype(dtype)), n_components * width
+            )
         else:
             self.chunks = row_chunks(n_samples, max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // (n_components * n_features)))
         self.chunk_grams = map_chunks(self._gram, self.chunks) if self.grams else []
@@ -562,15 +568,16 @@ def _expanded_chunk_rows(n_components: int, width: int, dtype: np.dtype) -> int:
     return max(_MIN_CHUNK_ROWS, min(_CHUNK_ELEMENTS // n_components, _CHUNK_BYTES // (width * dtype.itemsize)))
 
 
-def _balanced_chunks(n_rows: int, most_rows: int) -> list[slice]:
+def _balanced_chunks(n_rows: int, most_rows: int, work_per_row: int) -> list[slice]:
     """Chunks of at most ``most_rows`` rows, as equal as may be, in a multiple of the pass's threads.
 
     A pass waits for its last chunk: 100,000 rows as 3 x 32,768 + 1,696 keep one of two threads idle for
-    a quarter of it, 4 x 25,000 neither. Rows that fit one chunk stay one: handing half of a small pass to
-    another thread costs more than it saves when the cores are shared.
+    a quarter of it, 4 x 25,000 neither. Rows that fit one chunk stay one unless the pass's work reaches
+    ``_SPLIT_WORK``: below that, handing half of the pass to another thread costs more than it saves when
+    the cores are shared; above it the exp (one core's work in numpy) and the products are worth halving.
     """
     count = -(-n_rows // most_rows)
-    if count > 1:
-        threads = chunk_threads()
+    threads = chunk_threads()
+    if count > 1 or (n_rows * work_per_row >= _SPLIT_WORK and n_rows >= threads * _MIN_CHUNK_ROWS):
         count = -(-count // threads) * threads
     return row_chunks(n_rows, -(-n_rows // count))

@@ -215,9 +215,19 @@ def test_scratch_is_reused_and_passes_repeat_exactly():
 
 def test_chunks_are_balanced_over_threads(monkeypatch):
     monkeypatch.setattr(gaussian_pass, "_MIN_CHUNK_ROWS", 100)
-    chunks = gaussian_pass._balanced_chunks(1050, 300)
+    chunks = gaussian_pass._balanced_chunks(1050, 300, work_per_row=2)
     sizes = [c.stop - c.start for c in chunks]
     assert sum(sizes) == 1050 and max(sizes) <= 300 and max(sizes) - min(sizes) < len(chunks)
     assert len(chunks) % 2 == 0 or gaussian_pass._controller_and_pool()[1] is None
     assert [c.start for c in chunks[1:]] == [c.stop for c in chunks[:-1]]
-    assert gaussian_pass._balanced_chunks(250, 300) == [slice(0, 250)]
+    assert gaussian_pass._balanced_chunks(250, 300, work_per_row=2) == [slice(0, 250)]
+
+
+def test_a_single_chunk_is_split_over_the_threads_only_when_its_work_is_large(monkeypatch):
+    monkeypatch.setattr(gaussian_pass, "chunk_threads", lambda: 2)
+    monkeypatch.setattr(gaussian_pass, "_MIN_CHUNK_ROWS", 100)
+    monkeypatch.setattr(gaussian_pass, "_SPLIT_WORK", 4000)
+    assert gaussian_pass._balanced_chunks(1000, 2000, work_per_row=2) == [slice(0, 1000)]  # 2,000 < 4,000
+    assert gaussian_pass._balanced_chunks(1000, 2000, work_per_row=4) == [slice(0, 500), slice(500, 1000)]
+    # Never into chunks smaller than the least a product is efficient on.
+    assert gaussian_pass._balanced_chunks(150, 2000, work_per_row=40) == [slice(0, 150)]
