@@ -12,18 +12,22 @@ fixed matrix (diag keeps the diagonal pairs, spherical sums them). With P = Sigm
     d log N / d s_ab = (u_a u_b - P_ab) / (1 + [a = b])
     d2 / d mu d s_ab = -P E_ab u             d2 / d s_ab d s_cd = tr(E_ab P E_cd P) / 2 - u' E_ab P E_cd u
 
-The responsibility-weighted Hessian needs only N_k, sum r u and sum r u u' per component; the scores' outer
-products (Louis's correction) take one pass over the rows in chunks, and only over the points that more than
-one component shares (to working precision): for the others the correction is zero.
+The responsibility-weighted Hessian needs only N_k, sum r u and sum r u u' per component, read off the
+moments sum r, sum r z, sum r z z' (one product per chunk of rows). Louis's correction, the scores' outer
+products, needs no (n x parameters) score matrix: a component's scores are one fixed linear map of the
+polynomial basis [1, z, z_c z_e] of the point (see ``_ScoreBasis``), so the correction is those maps around
+sums of the rows' distinct monomials of degree at most four, weighted per pair of components -- and only over
+the points that more than one component shares (to working precision): for the others it is zero.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numpy.typing import NDArray
 
 from service.em.information import (
-    LouisSums,
     Reported,
     Uncertainty,
     covariance_of_estimates,
@@ -157,47 +161,40 @@ def gaussian_uncertainty(
     n_type = len(pairs.to_type)
     tied = covariance_type == "tied"
     mean_start, covariance_start = K - 1, K - 1 + K * d
-    weight_columns = np.arange(K - 1)
 
     def columns_of(k: int) -> IntArray:
         mean = np.arange(mean_start + k * d, mean_start + (k + 1) * d)
         block = 0 if tied else k
         covariance = np.arange(covariance_start + block * n_type, covariance_start + (block + 1) * n_type)
-        return np.concatenate([weight_columns, mean, covariance]).astype(np.intp)
+        return np.concatenate([np.arange(K - 1), mean, covariance]).astype(np.intp)
 
+    basis = _ScoreBasis(X, covariance_type in ("full", "tied"))
     weight_scores = simplex_scores(weights)
-    sums = LouisSums(len(names))
-    counts = resp.sum(axis=0)
-    u_sums = np.zeros((K, d))
-    u_outer = np.zeros((K, d, d))
-    rows_per_chunk = max(64, _CHUNK_NUMBERS // len(names))
+    score_maps = [
+        basis.score_map(weight_scores[k], means[k], precisions[k], pairs) for k in range(K)
+    ]  # s_ik = score_maps[k] @ basis(x_i), on columns_of(k)
+    first, second = np.triu_indices(K)  # the component pairs k <= l of Louis's correction
+    # Per component: sum r, sum r z and sum r z_c z_e (c <= e), in the standardised z of the basis.
+    moments = np.zeros((K, basis.n_moments))
+    pair_moments = np.zeros((len(first), basis.n_monomials))
+    rows_per_chunk = max(64, _CHUNK_NUMBERS // max(basis.n_monomials, len(names)))
     for start in range(0, n, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, n))
+        every_pair = basis.basis(X[rows], all_pairs=True)
+        moments += resp[rows].T @ every_pair.T
         # Louis's correction of a point, sum_k r_k s_k s_k' - g g', vanishes when one component has all of it.
         # Where the largest responsibility rounds to 1 the others are below 1e-16, and the correction is theirs
         # times scores that grow only polynomially with the distance that made them so small: below 1e-10 of
-        # the point's own terms. Only the other points enter the (n x p^2) products: in separated groups, few.
-        shared = np.flatnonzero(np.max(resp[rows], axis=1) < 1.0) + start
-        mean_scores = np.zeros((len(shared), len(names)))
-        for k in range(K):
-            r = resp[rows, k]
-            u = (X[rows] - means[k]) @ precisions[k]
-            u_sums[k] += r @ u
-            u_outer[k] += u.T @ (u * r[:, None])
-            if shared.size:
-                u_shared, r_shared = u[shared - start], resp[shared, k]
-                scores = np.hstack(
-                    [
-                        np.broadcast_to(weight_scores[k], (len(shared), K - 1)),
-                        u_shared,
-                        pairs.scores(u_shared, precisions[k]),
-                    ]
-                )
-                columns = columns_of(k)
-                sums.add_component(r_shared, scores, columns)
-                mean_scores[:, columns] += r_shared[:, None] * scores
+        # the point's own terms. Only the other points enter its sums: in separated groups, few.
+        shared = np.flatnonzero(np.max(resp[rows], axis=1) < 1.0)
         if shared.size:
-            sums.add_mean_scores(mean_scores)
+            r = resp[rows][shared].T
+            weights_of_pairs = -r[first] * r[second]  # sum_k r_k s_k s_k' - g g' = sum_kl c_kl s_k s_l'
+            weights_of_pairs[first == second] += r
+            own = every_pair[:, shared] if basis.all_pairs else basis.basis(X[rows][shared])
+            pair_moments += weights_of_pairs @ basis.monomials(own).T
+    counts = moments[:, 0]
+    u_sums, u_outer = basis.scaled_moments(moments, means, precisions)
 
     hessian = np.zeros((len(names), len(names)))
     hessian[: K - 1, : K - 1] = simplex_hessian(weights, counts)
@@ -213,4 +210,123 @@ def gaussian_uncertainty(
         hessian[np.ix_(covariance, covariance)] += 0.5 * counts[k] * pairs.trace_products(P, P) - pairs.trace_products(
             P, u_outer[k]
         )
-    return covariance_of_estimates(sums.information(hessian), names, converged)
+    # sum_i sum_kl c_ikl s_ik s_il' = sum_kl S_k (sum_i c_ikl b_i b_i') S_l', the middle read off the monomial sums.
+    correction = np.zeros_like(hessian)
+    for index, (k, other) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
+        pair_block = score_maps[k] @ basis.outer_products(pair_moments[index]) @ score_maps[other].T
+        correction[np.ix_(columns_of(k), columns_of(other))] += pair_block
+        if k != other:
+            correction[np.ix_(columns_of(other), columns_of(k))] += pair_block.T
+    information: FloatArray = -(hessian + correction)
+    return covariance_of_estimates((information + information.T) / 2, names, converged)
+
+
+class _ScoreBasis:
+    """A component's complete-data scores as one fixed linear map of a polynomial basis of the point.
+
+    The scores of the weights are constants, the means' are affine in x (u = P(x - mu)) and the covariances'
+    quadratic (u_a u_b - P_ab): each is ``S_k b(x)`` for the basis b(x) = [1, z, z_c z_e] of the standardised
+    point z = (x - centre) / scale (the pairs c <= e for full and tied covariances, only c = e for diagonal
+    and spherical ones). Louis's correction, a sum over points of responsibility-weighted products of scores,
+    is then S_k (sum_i c_i b_i b_i') S_l': its middle holds monomials of z of degree at most four, so one
+    product of the rows' weights with their distinct monomials gives all of it. For 8 features that is 495
+    monomials against 359^2 / 2 entries of the scores' outer product (K = 8, full), a row.
+    Standardising keeps the monomials near 1: expanded about the origin of raw coordinates, the scores
+    of points far from it would be differences of large terms.
+    """
+
+    def __init__(self, X: FloatArray, all_pairs: bool) -> None:
+        d = X.shape[1]
+        self.centre = X.mean(axis=0)
+        spread = X.std(axis=0)
+        self.scale = np.where(spread > 0, spread, 1.0)
+        self.all_pairs = all_pairs
+        self.every_pair = np.triu_indices(d)
+        self.quadratic = self.every_pair if all_pairs else (np.arange(d), np.arange(d))
+        self.n_basis = 1 + d + len(self.quadratic[0])
+        self.n_moments = 1 + d + len(self.every_pair[0])
+        self.first, self.second, self.monomial_of = _distinct_monomials(d, all_pairs)
+        self.n_monomials = len(self.first)
+
+    def basis(self, X: FloatArray, all_pairs: bool = False) -> FloatArray:
+        """(basis x rows): the rows' basis entries, each a contiguous row (the monomials gather whole rows).
+        ``all_pairs``: with every z_c z_e (c <= e) whatever the covariance type (the moments' basis)."""
+        z = ((X - self.centre) / self.scale).T
+        d = len(z)
+        quadratic = self.every_pair if all_pairs else self.quadratic
+        b = np.empty((1 + d + len(quadratic[0]), z.shape[1]))
+        b[0] = 1.0
+        b[1 : 1 + d] = z
+        np.multiply(z[quadratic[0]], z[quadratic[1]], out=b[1 + d :])
+        return b
+
+    def monomials(self, b: FloatArray) -> FloatArray:
+        """(distinct monomials x rows) from the basis ``b`` of the rows: one product of two entries each."""
+        return b[self.first] * b[self.second]
+
+    def scaled_moments(
+        self, moments: FloatArray, means: FloatArray, precisions: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """sum_i r_ik u_ik and sum_i r_ik u_ik u_ik' per component (u = P_k (x - mu_k)), from the moments of z:
+        with G = P diag(scale) and nu = P (mu - centre), u = G z - nu."""
+        K, d = means.shape
+        u_sums, u_outer = np.empty((K, d)), np.empty((K, d, d))
+        for k in range(K):
+            count, first = moments[k, 0], moments[k, 1 : 1 + d]
+            second = np.empty((d, d))
+            second[self.every_pair] = moments[k, 1 + d :]
+            second.T[self.every_pair] = moments[k, 1 + d :]
+            G = precisions[k] * self.scale[None, :]
+            nu = precisions[k] @ (means[k] - self.centre)
+            G_first = G @ first
+            u_sums[k] = G_first - count * nu
+            u_outer[k] = G @ second @ G.T - np.outer(G_first, nu) - np.outer(nu, G_first) + count * np.outer(nu, nu)
+        return u_sums, u_outer
+
+    def outer_products(self, monomial_sums: FloatArray) -> FloatArray:
+        """sum_i c_i b_i b_i' (basis x basis) from sum_i c_i m_i over the distinct monomials m."""
+        return monomial_sums[self.monomial_of]
+
+    def score_map(self, weight_score: FloatArray, mean: FloatArray, precision: FloatArray, pairs: _Pairs) -> FloatArray:
+        """S_k: (the component's columns, see ``columns_of``) x basis. With G = P diag(scale) and
+        nu = P (mu - centre), u = G z - nu, so u_a u_b = sum_ce G_ac G_be z_c z_e - nu_a (G z)_b - nu_b (G z)_a
+        + nu_a nu_b."""
+        d = len(mean)
+        G = precision * self.scale[None, :]
+        nu = precision @ (mean - self.centre)
+        n_weights = len(weight_score)
+        rows = np.zeros((n_weights + d + len(pairs.a), self.n_basis))
+        rows[:n_weights, 0] = weight_score
+        rows[n_weights : n_weights + d, 0] = -nu
+        rows[n_weights : n_weights + d, 1 : 1 + d] = G
+        a, b = pairs.a[:, None], pairs.b[:, None]
+        c, e = self.quadratic[0][None, :], self.quadratic[1][None, :]
+        pair_rows = rows[n_weights + d :]
+        pair_rows[:, 0] = nu[pairs.a] * nu[pairs.b] - precision[pairs.a, pairs.b]
+        pair_rows[:, 1 : 1 + d] = -(nu[pairs.a, None] * G[pairs.b] + nu[pairs.b, None] * G[pairs.a])
+        pair_rows[:, 1 + d :] = (G[a, c] * G[b, e] + G[a, e] * G[b, c]) * np.where(c == e, 0.5, 1.0)
+        pair_rows *= pairs.halved[:, None]
+        type_rows = pairs.to_type @ pair_rows
+        return np.vstack([rows[: n_weights + d], type_rows])
+
+
+@functools.cache
+def _distinct_monomials(d: int, all_pairs: bool) -> tuple[IntArray, IntArray, IntArray]:
+    """For the basis [1, z, z_c z_e]: one pair of basis entries (first, second) per distinct monomial of their
+    products, and the (basis x basis) index of each product's monomial."""
+    a, b = np.triu_indices(d) if all_pairs else (np.arange(d), np.arange(d))
+    variables = [(), *((c,) for c in range(d)), *zip(a.tolist(), b.tolist(), strict=True)]
+    n_basis = len(variables)
+    index: dict[tuple[int, ...], int] = {}
+    first: list[int] = []
+    second: list[int] = []
+    monomial_of = np.empty((n_basis, n_basis), dtype=np.intp)
+    for u in range(n_basis):
+        for v in range(u, n_basis):
+            key = tuple(sorted(variables[u] + variables[v]))
+            if key not in index:
+                index[key] = len(first)
+                first.append(u)
+                second.append(v)
+            monomial_of[u, v] = monomial_of[v, u] = index[key]
+    return np.array(first, dtype=np.intp), np.array(second, dtype=np.intp), monomial_of
