@@ -25,6 +25,7 @@ from service.jobs.models import (
     EVERYONE,
     FINAL_STATUSES,
     Access,
+    FollowUp,
     JobAlreadyFinished,
     JobNotFound,
     JobRecord,
@@ -73,6 +74,7 @@ class JobManager(Protocol):
         *,
         owner: str | None = None,
         ephemeral: bool = False,
+        follow_up: FollowUp | None = None,
     ) -> JobRecord: ...
     def submit_group(
         self,
@@ -147,6 +149,7 @@ class _ActiveJob:
     ephemeral: bool = False
     finishing: bool = False  # its result is being committed; it is shown finished only once stored
     parts: builtins.list[str] | None = None  # a group's parts (ephemeral jobs on the workers): see submit_group
+    follow_up: FollowUp | None = None  # run on the workers after this job's own fit succeeds
 
     def add_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
@@ -244,15 +247,18 @@ class LocalJobManager:
         *,
         owner: str | None = None,
         ephemeral: bool = False,
+        follow_up: FollowUp | None = None,
     ) -> JobRecord:
         """Queue a job, stored before this returns (a StorageError if the store refuses it).
 
         ``ephemeral`` (a synchronous fit, whose caller waits for the result) is never stored and is dropped
-        from memory as soon as it ends.
+        from memory as soon as it ends. ``follow_up``: see :class:`FollowUp`.
         """
         if len(self._pending) >= self.limits.queue_size:
             raise QueueFull(self.limits.queue_size, retry_after_s=max(1, len(self._pending) // self.limits.workers))
-        return self._queue(kind, item, request, owner=owner, ephemeral=ephemeral).record
+        active = self._queue(kind, item, request, owner=owner, ephemeral=ephemeral)
+        active.follow_up = follow_up
+        return active.record
 
     def _queue(
         self, kind: str, item: WorkItem, request: dict[str, Any], *, owner: str | None, ephemeral: bool
@@ -320,17 +326,33 @@ class LocalJobManager:
         combine: Callable[[str, builtins.list[bytes], float], bytes],
         part_event: str,
     ) -> None:
+        first_start = time.monotonic()
+        results = await self._await_parts(active, parts, lambda done: (part_event, orjson.loads(done[-1])))
+        if results is not None:
+            result = combine(active.record.id, results, time.monotonic() - first_start)
+            self._finish(active, "succeeded", result=result)
+
+    async def _await_parts(
+        self,
+        active: _ActiveJob,
+        parts: builtins.list[_ActiveJob],
+        event_of: Callable[[builtins.list[bytes]], tuple[str, dict[str, Any]]],
+    ) -> builtins.list[bytes] | None:
+        """The parts' results in order once all have succeeded, sending ``event_of(the results so far, in the
+        order they ended)`` as each does; None once the job has ended otherwise (a part failed or was
+        cancelled: the others are cancelled and the job ends for that reason)."""
+
         async def ended(part: _ActiveJob) -> JobRecord:
             await part.done.wait()  # held here: an ephemeral part leaves the manager's table when it ends
             return part.record
 
         results: builtins.list[bytes | None] = [None] * len(parts)
+        finished: builtins.list[bytes] = []
         index = {part.record.id: i for i, part in enumerate(parts)}
-        first_start = time.monotonic()
         for done in asyncio.as_completed([ended(part) for part in parts]):
             part = await done
-            if active.record.finished:  # the service stopped: the group was failed with everything else
-                return
+            if active.record.finished:  # the service stopped: the job was failed with everything else
+                return None
             if part.status != "succeeded" or part.result is None:
                 await self._cancel_parts(active)
                 if active.cancel_requested_at is not None:
@@ -338,12 +360,39 @@ class LocalJobManager:
                 else:
                     error = dict(part.error or {"type": "failed", "message": f"a part ended {part.status}"})
                     self._finish(active, "failed", error=error)
-                return
+                return None
             results[index[part.id]] = part.result
-            active.add_event(part_event, orjson.loads(part.result))
+            finished.append(part.result)
+            active.add_event(*event_of(finished))
             self._notify(active)
-        result = combine(active.record.id, [r for r in results if r is not None], time.monotonic() - first_start)
-        self._finish(active, "succeeded", result=result)
+        return [result for result in results if result is not None]
+
+    async def _run_follow_up(
+        self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None
+    ) -> None:
+        """After the job's own fit: its follow-up's parts on the workers, then the job's end (see FollowUp)."""
+        follow_up = active.follow_up
+        assert follow_up is not None and active.parts is not None
+        part_request = {**active.record.request, "group": active.record.id}
+        owner = active.record.owner
+        parts = [
+            self._queue(follow_up.kind, item, part_request, owner=owner, ephemeral=True)
+            for item in follow_up.parts(result)
+        ]
+        active.parts = [part.record.id for part in parts]
+        if active.cancel_requested_at is not None:  # cancelled while the parts were being planned
+            await self._cancel_parts(active)
+        results = await self._await_parts(active, parts, lambda done: (follow_up.part_event, follow_up.progress(done)))
+        if results is None:
+            return
+        final = follow_up.combine(result, results)
+        # The final event comes after the parts' events: a late follower's replay must say so.
+        replay = None if replay is None else replace(replay, final_id=len(active.events) + 1)
+        if not active.ephemeral and len(final) + len(model or b"") > _INLINE_WRITE_MAX:
+            active.finishing = True
+            await self._finish_large(active, final, replay, model)
+        else:
+            self._finish(active, "succeeded", result=final, replay=replay, model=model)
 
     async def _cancel_parts(self, active: _ActiveJob) -> None:
         for part in active.parts or ():
@@ -446,6 +495,11 @@ class LocalJobManager:
                         self._write(self.store.mark_running, job_id, at)
                 case Progress(events=events):
                     self._on_progress(active, events)
+                case Finished(status="succeeded", result=bytes() as result, replay=replay, model=model) if (
+                    active.follow_up is not None and active.parts is None
+                ):
+                    active.parts = []  # from now on a cancel cancels the parts (see _run_follow_up)
+                    self._spawn(self._run_follow_up(active, result, replay, model))
                 case Finished(status="succeeded", result=bytes() as result, replay=replay, model=model) if (
                     not active.ephemeral and len(result) + len(model or b"") > _INLINE_WRITE_MAX
                 ):

@@ -115,6 +115,23 @@ class WorkItem:
     keep: Callable[[Any], bytes] | None = None  # the JSON of the model a solution keeps (stored with the job's end)
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """Work that starts from a job's succeeded result and ends before the job does (a bootstrap's refits).
+
+    ``parts(result)`` is queued at once as ephemeral ``kind`` jobs spread over the workers; as each succeeds
+    the job sends a ``part_event`` event with ``progress(the parts' results so far)``; when all have,
+    ``combine(result, their results in order)`` is the job's result. A part that fails fails the job,
+    cancelling the job cancels its parts (as for a group: see ``submit_group``).
+    """
+
+    kind: str
+    parts: Callable[[bytes], list[WorkItem]]
+    combine: Callable[[bytes, list[bytes]], bytes]
+    part_event: str
+    progress: Callable[[list[bytes]], dict[str, Any]]
+
+
 class JobError(Exception):
     """Base of the job layer's errors; routes map each to a status code."""
 

@@ -66,7 +66,9 @@ def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
             return
         result = item.render(solution, job_id)
         model = None if item.keep is None else item.keep(solution)
-        conn.send(Finished(job_id, "succeeded", result=result, replay=Replay.of(solution.outcome), model=model))
+        # A bootstrap's batch of refits has no outcome of its own when every refit failed: nothing to replay.
+        replay = None if solution.outcome is None else Replay.of(solution.outcome)
+        conn.send(Finished(job_id, "succeeded", result=result, replay=replay, model=model))
     except EMError as exc:
         conn.send(Finished(job_id, "failed", error=invalid_request(exc)))
     except MemoryError:
