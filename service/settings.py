@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         description="most observations x free parameters^2 of a standard-error computation (its time: about a "
         "second per 10^10 on one core)",
     )
+    max_bootstrap_replicates: int = Field(
+        1000, ge=2, description="most refits a job's bootstrap may ask for (each is a whole fit of the data)"
+    )
     max_result_mb: int = Field(
         256, ge=1, description="largest result a fit may produce (estimated before it runs; 422 above it)"
     )

@@ -14,12 +14,13 @@ from typing import Any
 import anyio
 
 from service.api.deps import AppServices
-from service.em.errors import EMError
+from service.em.errors import EMError, InvalidParameterError
+from service.families import bootstrap
 from service.families.base import Family, FitTask
-from service.families.limits import check_footprint
+from service.families.limits import LimitExceeded, check_footprint
 from service.families.render import kept_model_json
 from service.jobs.manager import JobManager
-from service.jobs.models import Access, FitFailed, JobRecord, WorkItem, new_job_id
+from service.jobs.models import Access, FitFailed, FollowUp, JobRecord, WorkItem, new_job_id
 from service.models.store import ModelRecord
 from service.schemas.common import FitOptions
 from service.settings import Settings
@@ -71,6 +72,11 @@ async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServi
     record); both keep their model before answering.
     """
     settings, jobs = app.settings, app.jobs
+    if getattr(body, "bootstrap", None) is not None:
+        raise InvalidParameterError(
+            f"bootstrap runs as a job (its refits are spread over the workers): POST /v1/jobs/{family.kind}",
+            "bootstrap",
+        )
     task = await prepare(family, body, settings, settings.default_time_limit_s)
     if work_estimate(task) <= settings.inline_fit_budget:
         return await solve_inline(family, task, app, access)
@@ -115,4 +121,25 @@ async def start_job(
 ) -> JobRecord:
     """Queue a fit as a job (always on a worker: a job can be followed, cancelled and read back later)."""
     task = await prepare(family, body, settings, settings.default_job_time_limit_s)
-    return await jobs.submit(family.kind, work_item(family, task), family.summarise(body), owner=access.tenant)
+    follow_up = _bootstrap(family, body, task, settings)
+    return await jobs.submit(
+        family.kind, work_item(family, task), family.summarise(body), owner=access.tenant, follow_up=follow_up
+    )
+
+
+def _bootstrap(family: Family[Any, Any, Any], body: FitOptions, task: FitTask, settings: Settings) -> FollowUp | None:
+    """The job's bootstrap (its refits after the fit), if it asked for one."""
+    asked = getattr(body, "bootstrap", None)
+    if asked is None or family.resampling is None:
+        return None
+    if asked.replicates > settings.max_bootstrap_replicates:
+        raise LimitExceeded(
+            f"bootstrap.replicates is {asked.replicates}; this server allows at most "
+            f"{settings.max_bootstrap_replicates} (EM_MAX_BOOTSTRAP_REPLICATES)",
+            "bootstrap.replicates",
+        )
+    assert task.options.time_limit_s is not None
+    return bootstrap.follow_up(
+        family.kind, family.resampling, family.solve, task, replicates=asked.replicates, seed=asked.seed,
+        level=asked.level, workers=settings.workers, time_limit_s=task.options.time_limit_s,
+    )  # fmt: skip

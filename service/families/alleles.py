@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from service.em.errors import InvalidParameterError
 from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family, ModelUse
+from service.families.bootstrap import Resampling
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps, uncertainty_fields
 from service.schemas.alleles import (
@@ -250,6 +251,31 @@ MODEL_USE = ModelUse(
     sample_size=lambda model, request: request.n,
 )
 
+# --- the bootstrap ---
+
+
+def replicate(task: AlleleTask, fitted: dict[str, Any], rng: np.random.Generator) -> AlleleTask:
+    """The individuals resampled with replacement -- the phenotype counts redrawn from a multinomial with the
+    observed proportions -- refitted from the fitted allele frequencies."""
+    total = round(float(task.counts.sum()))
+    counts = rng.multinomial(total, task.counts / task.counts.sum()).astype(np.float64)
+    return replace(
+        task,
+        counts=counts,
+        init_frequencies=np.asarray(fitted["frequencies"], dtype=np.float64),
+        options=replace(task.options, n_init=1, trace="none"),
+        standard_errors=False,
+    )
+
+
+def params_of(solution: AlleleSolution) -> dict[str, Any]:
+    return solution.model.to_dict(solution.outcome.params)
+
+
+def align(params: dict[str, Any], fitted: dict[str, Any], task: AlleleTask) -> dict[str, Any]:
+    return params  # alleles are named: no order to match
+
+
 FAMILY = Family(
     kind="alleles",
     title="allele frequencies from phenotype counts",
@@ -266,4 +292,5 @@ FAMILY = Family(
     render=render,
     keep=keep,
     use=MODEL_USE,
+    resampling=Resampling(replicate, align, params_of),
 )

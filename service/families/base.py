@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from service.em.loop import EMOptions, FitOutcome, Hooks
+from service.families.bootstrap import Resampling
 from service.families.limits import Footprint
 from service.schemas.common import FitOptions
 from service.settings import Settings
@@ -112,3 +113,4 @@ class Family(Generic[RequestT, TaskT, SolutionT]):
     use: ModelUse
     result_examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     dataset_kind: str | None = None  # what an uploaded dataset must hold to be fitted by name ("points", "coins")
+    resampling: Resampling | None = None  # how a job's ``bootstrap`` refits resamples (None: no bootstrap)

@@ -14,6 +14,7 @@ from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import CoinModel
 from service.families.base import Family, ModelUse
+from service.families.bootstrap import Resampling, matched_order
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
 from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult, CoinModelImport
@@ -210,6 +211,32 @@ MODEL_USE = ModelUse(
     sample_size=lambda model, request: request.n * request.flips,
 )
 
+# --- the bootstrap ---
+
+
+def replicate(task: CoinTask, fitted: dict[str, Any], rng: np.random.Generator) -> CoinTask:
+    """The experiments resampled with replacement, refitted from the fitted biases and weights."""
+    rows = rng.integers(task.heads.size, size=task.heads.size)
+    return replace(
+        task,
+        heads=task.heads[rows],
+        tails=task.tails[rows],
+        init_biases=np.asarray(fitted["biases"], dtype=np.float64),
+        init_weights=np.asarray(fitted["weights"], dtype=np.float64),
+        options=replace(task.options, n_init=1, trace="none"),
+        standard_errors=False,
+    )
+
+
+def params_of(solution: CoinSolution) -> dict[str, Any]:
+    return solution.params
+
+
+def align(params: dict[str, Any], fitted: dict[str, Any], task: CoinTask) -> dict[str, Any]:
+    order = matched_order(np.asarray(params["biases"]), np.asarray(fitted["biases"]))
+    return {name: np.asarray(values)[order].tolist() for name, values in params.items()}
+
+
 FAMILY = Family(
     kind="coins",
     title="a K-coin binomial mixture",
@@ -226,4 +253,5 @@ FAMILY = Family(
     keep=keep,
     use=MODEL_USE,
     dataset_kind="coins",
+    resampling=Resampling(replicate, align, params_of),
 )

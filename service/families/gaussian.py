@@ -19,6 +19,7 @@ from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import GaussianModel
 from service.families.base import Family, ModelUse
+from service.families.bootstrap import Resampling, matched_order
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
 from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult, GaussianModelImport
@@ -370,6 +371,39 @@ MODEL_USE = ModelUse(
     sample_size=lambda model, request: request.n * (model.n_features + 1),
 )
 
+# --- the bootstrap ---
+
+
+def replicate(task: GaussianTask, fitted: dict[str, Any], rng: np.random.Generator) -> GaussianTask:
+    """The points resampled with replacement (in row order: the passes read them in sequence), refitted from
+    the fitted parameters."""
+    rows = np.sort(rng.integers(len(task.X), size=len(task.X)))
+    return replace(
+        task,
+        X=task.X[rows],
+        data_file=None,
+        init_means=fitted["means"],
+        init_covariances=fitted["covariances"],
+        init_weights=fitted["weights"],
+        return_labels=False,
+        return_responsibilities=False,
+        return_imputed=False,
+        standard_errors=False,
+        options=replace(task.options, n_init=1, trace="none"),
+    )
+
+
+def params_of(solution: GaussianSolution) -> dict[str, Any]:
+    return solution.params
+
+
+def align(params: dict[str, Any], fitted: dict[str, Any], task: GaussianTask) -> dict[str, Any]:
+    """Components matched by their means; a tied covariance is shared and stays as it is."""
+    order = matched_order(np.asarray(params["means"]), np.asarray(fitted["means"]))
+    per_component = ["weights", "means", "stds"] + ([] if task.covariance_type == "tied" else ["covariances"])
+    return {name: np.asarray(v)[order].tolist() if name in per_component else v for name, v in params.items()}
+
+
 FAMILY = Family(
     kind="gaussian",
     title="a Gaussian mixture to points",
@@ -386,4 +420,5 @@ FAMILY = Family(
     keep=keep,
     use=MODEL_USE,
     dataset_kind="points",
+    resampling=Resampling(replicate, align, params_of),
 )

@@ -42,7 +42,7 @@ def uncertainty_fields(uncertainty: Uncertainty | None, maps: dict[str, Any], pa
     """``standard_errors`` (each of ``maps``' parameters, in the shape ``params`` gives it; null entries for
     fixed ones) and ``covariance_of_estimates``: both null unless asked for and defined."""
     if uncertainty is None or uncertainty.covariance is None:
-        return {"standard_errors": None, "covariance_of_estimates": None}
+        return {"standard_errors": None, "covariance_of_estimates": None, "bootstrap": None}
     errors: dict[str, Any] = {}
     for name, linear_map in maps.items():
         shape = np.shape(params[name])
@@ -51,6 +51,7 @@ def uncertainty_fields(uncertainty: Uncertainty | None, maps: dict[str, Any], pa
     return {
         "standard_errors": errors,
         "covariance_of_estimates": {"parameters": uncertainty.names, "matrix": uncertainty.covariance},
+        "bootstrap": None,  # a job's bootstrap fills it in when its refits end (service.families.bootstrap)
     }
 
 

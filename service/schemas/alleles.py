@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, Field, model_validator
 
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
-from service.schemas.uncertainty import StandardErrorsOption, WithStandardErrors
+from service.schemas.uncertainty import BootstrapOption, StandardErrorsOption, WithStandardErrors
 
 AlleleName = Annotated[str, Field(min_length=1, max_length=64)]
 Genotype = Annotated[list[AlleleName], Field(min_length=2, max_length=2, description='two alleles, e.g. ["C", "T"]')]
@@ -45,7 +45,7 @@ def _distinct_names(names: list[str], what: str) -> None:
         raise ValueError(f"{what} names {', '.join(map(repr, twice))} more than once")
 
 
-class AlleleFitRequest(FitOptions, StandardErrorsOption):
+class AlleleFitRequest(FitOptions, StandardErrorsOption, BootstrapOption):
     """Phenotype counts of a sample, and which genotypes show each phenotype (Hardy-Weinberg proportions)."""
 
     alleles: list[AlleleName] = Field(min_length=1, description='the alleles, e.g. ["C", "I", "T"]')

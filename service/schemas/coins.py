@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, Field, model_validator
 
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
-from service.schemas.uncertainty import StandardErrorsOption, WithStandardErrors
+from service.schemas.uncertainty import BootstrapOption, StandardErrorsOption, WithStandardErrors
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 Weight = Annotated[float, Field(ge=0, le=1)]
@@ -33,7 +33,7 @@ class CoinInit(BaseModel):
     weights: list[Weight] | None = Field(None, description="mixing weights, >= 0, summing to 1")
 
 
-class CoinFitRequest(FitOptions, StandardErrorsOption):
+class CoinFitRequest(FitOptions, StandardErrorsOption, BootstrapOption):
     """Experiments of coin flips, each by one of K coins of unknown bias."""
 
     sequences: list[str] | None = Field(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype
 from service.schemas.common import REQUEST_CONFIG, FitOptions, FitResultBase
 from service.schemas.points import PointsWithMissing
-from service.schemas.uncertainty import StandardErrorsOption, WithStandardErrors
+from service.schemas.uncertainty import BootstrapOption, StandardErrorsOption, WithStandardErrors
 
 Matrix = list[list[float]]
 
@@ -33,7 +33,7 @@ class GaussianInit(BaseModel):
     weights: list[float] | None = Field(None, description="K weights >= 0 summing to 1")
 
 
-class GaussianFitRequest(FitOptions, StandardErrorsOption):
+class GaussianFitRequest(FitOptions, StandardErrorsOption, BootstrapOption):
     """A point cloud to explain as K normal groups."""
 
     model_config = REQUEST_CONFIG | ConfigDict(arbitrary_types_allowed=True)
