@@ -80,7 +80,7 @@ def _models(schema: dict[str, Any]) -> list[str]:
     changes = [f"- {line.strip()}" for line in committed.splitlines() if line not in new]
     changes += [f"+ {line.strip()}" for line in expected.splitlines() if line not in old]
     shown = "\n".join(changes[:20])
-    return [f"em_client/models.py differs from the schema (run client/scripts/generate_models.py):\n{shown}"]
+    return [f"em_client/models.py differs from the schema (make client-models):\n{shown}"]
 
 
 def _schema_operations(schema: dict[str, Any]) -> dict[tuple[str, str, str | None], dict[str, Any]]:
