@@ -67,7 +67,8 @@ OPERATIONS: dict[str, Operation] = {
 @dataclass(frozen=True)
 class Call(Generic[T]):
     """One request and how to read its answer: ``result`` is the type to decode the JSON into (``NoneType``: no
-    body; ``str``: the text as is); ``answers`` are error statuses that are answers here (``/readyz``'s 503)."""
+    body; ``str``: text as is; ``bytes``: binary as is); ``answers`` are error statuses that are answers here
+    (``/readyz``'s 503)."""
 
     method: str
     path: str

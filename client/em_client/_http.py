@@ -53,13 +53,16 @@ def _retry_delay(policy: RetryPolicy, attempt: int, response: httpx.Response) ->
 
 
 def read(call: Call[T], response: httpx.Response, strict: bool) -> T:
-    """The answer as ``call.result`` (``str``: the text as is; ``NoneType``: nothing), or the error raised."""
+    """The answer as ``call.result`` (``str``: the text as is; ``bytes``: the body as is, an image say; ``NoneType``:
+    nothing), or the error raised."""
     if response.status_code >= 400 and response.status_code not in call.answers:
         raise error_for(response)
     if call.result is type(None):
         return None
     if call.result is str:
         return cast(T, response.text)
+    if call.result is bytes:
+        return cast(T, response.content)
     return decode(call.result, response.json(), strict=strict)
 
 

@@ -185,7 +185,7 @@ def _response_type(operation: dict[str, Any]) -> str | None:
         return None
     if "application/json" in content:
         return str(generate_models.Writer(request=False).type(content["application/json"]["schema"]))
-    return "str"  # text (metrics)
+    return "str" if all(kind.startswith("text/") for kind in content) else "bytes"  # metrics' text; an image
 
 
 def annotation_text(annotation: Any) -> str:

@@ -17,8 +17,9 @@ from em_client import (
     ServiceUnavailable,
     UnexpectedResponse,
 )
-from em_client._calls import encode_json
+from em_client._calls import Call, encode_json
 from em_client._decode import decode
+from em_client._http import read
 from em_client.models import Job, Score
 
 FAST = RetryPolicy(max_attempts=4, backoff_s=0.001)
@@ -170,3 +171,10 @@ def test_follow_raises_after_reconnecting_max_attempts_times_without_an_event():
     em = EMClient("http://em.test", transport=httpx.MockTransport(refuse), retry=FAST)
     with em, pytest.raises(httpx.ConnectError):
         em.wait("abc")
+
+
+def test_text_and_binary_answers_are_returned_as_they_came():
+    png = b"\x89PNG\r\n\x1a\n..."
+    binary = read(Call("GET", "/x", bytes), httpx.Response(200, content=png), strict=True)
+    text = read(Call("GET", "/x", str), httpx.Response(200, text="em_workers 2.0\n"), strict=True)
+    assert binary == png and text == "em_workers 2.0\n"
