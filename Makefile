@@ -1,5 +1,6 @@
 # `make run` serves the service; `make test` runs every check. Both create .venv and install on first use:
-# `make run` the runtime dependencies only, `make test` (lint, typecheck, pytest) those and the [test] extras.
+# `make run` the runtime dependencies only, `make test` (lint, typecheck, pytest) those, the [test] extras and the
+# Python client (client/, installed editable so that its tests import it).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ PORT   ?= 8000
 UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10 \
 	--http service.api.server_protocol:HeadLimitedHttpToolsProtocol
 
-.PHONY: run test lint typecheck pytest openapi container-test clean
+.PHONY: run test lint typecheck pytest openapi client-models container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,8 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(TEST_STAMP): pyproject.toml client/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./client
 	touch $@ $(RUN_STAMP)
 
 run: $(RUN_STAMP)
@@ -39,6 +40,7 @@ lint: $(TEST_STAMP)
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict client/em_client client/scripts
 
 pytest: $(TEST_STAMP)
 	$(BIN)/pytest
@@ -46,6 +48,12 @@ pytest: $(TEST_STAMP)
 # Regenerate the committed schema after an API change (tests/api/test_openapi.py fails until you do).
 openapi: $(RUN_STAMP)
 	$(BIN)/python -m service.openapi openapi/openapi.json
+
+# Then the client's types from it, and its sync half from the async one (tests/client/test_schema_drift.py fails
+# until you do; a new endpoint also needs its method in client/em_client/_async.py and _calls.OPERATIONS).
+client-models: $(TEST_STAMP)
+	$(BIN)/python client/scripts/generate_models.py
+	$(BIN)/python client/scripts/unasync.py
 
 # Build the image, run it with compose, check the numbers and a restart, tear down (needs Docker).
 container-test:
