@@ -23,7 +23,7 @@ from em_client.errors import (
     UnexpectedResponse,
     UnsupportedMediaType,
 )
-from em_client.events import CandidateEvent, IterationEvent, JobEvent
+from em_client.events import CandidateEvent, IterationEvent, JobEvent, ReplicatesEvent
 from em_client.retry import RetryPolicy
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "Problem",
+    "ReplicatesEvent",
     "RequestRejected",
     "RetryPolicy",
     "ServiceUnavailable",

@@ -1,7 +1,8 @@
 """A job's Server-Sent Events, typed, and where a follower is in the stream (what resuming sends and skips).
 
-The stream (GET /v1/jobs/{id}/events) sends ``iteration`` events (a fit's EM iterations) or ``candidate`` events
-(a selection's candidates as each finishes), each with an ``id`` that is its position in the job's stream, then
+The stream (GET /v1/jobs/{id}/events) sends ``iteration`` events (a fit's EM iterations), ``candidate`` events
+(a selection's candidates as each finishes) or, after a fit asked for a bootstrap, ``replicates`` events (its
+refits' progress), each with an ``id`` that is its position in the job's stream, then
 exactly one final event (``succeeded``, ``failed`` or ``cancelled``) whose data is the whole job, then closes.
 """
 
@@ -37,7 +38,17 @@ class CandidateEvent:
     candidate: Candidate
 
 
-JobEvent = IterationEvent | CandidateEvent
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplicatesEvent:
+    """A bootstrap's progress: ``done`` of its ``replicates`` refits have ended, ``failed`` of them refused."""
+
+    id: int
+    done: int
+    replicates: int
+    failed: int
+
+
+JobEvent = IterationEvent | CandidateEvent | ReplicatesEvent
 
 
 class StreamPosition:
@@ -78,6 +89,11 @@ class StreamPosition:
             )
         if kind == "candidate":
             return CandidateEvent(id=event_id, candidate=decode(Candidate, data, strict=self._strict))
+        if kind == "replicates":
+            progress = decode(_ReplicatesData, data, strict=self._strict)
+            return ReplicatesEvent(
+                id=event_id, done=progress.done, replicates=progress.replicates, failed=progress.failed
+            )
         return None
 
 
@@ -89,3 +105,10 @@ class _IterationData:
     iteration: int
     log_likelihood: float
     delta: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _ReplicatesData:
+    done: int
+    replicates: int
+    failed: int

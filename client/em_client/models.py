@@ -15,6 +15,11 @@ from typing import Any, Literal, NotRequired, Required, TypedDict
 class CoinFitRequest(TypedDict, total=False):
     """Experiments of coin flips, each by one of K coins of unknown bias."""
 
+    bootstrap: NotRequired[BootstrapRequest | None]
+    """jobs only: after the fit, refit B resamples of the data (spread over the fit workers, each started from the
+    fitted parameters, components matched to the fit) and add percentile intervals. The job's event stream sends a
+    `replicates` event as each batch of refits ends
+    """
     standard_errors: NotRequired[bool]
     """add standard errors of the estimates, from the observed information at the returned parameters (exact, by Louis's
     identity), and their covariance
@@ -49,6 +54,17 @@ class CoinFitRequest(TypedDict, total=False):
     """
 
 
+class BootstrapRequest(TypedDict, total=False):
+    """The BootstrapRequest body."""
+
+    replicates: Required[int]
+    """B, the number of refits of resampled data (the server's cap: EM_MAX_BOOTSTRAP_REPLICATES)"""
+    seed: NotRequired[int]
+    """the resamples' seed: the same seed, the same intervals"""
+    level: NotRequired[float]
+    """the intervals' coverage: percentiles (1 - level)/2 and (1 + level)/2"""
+
+
 class CoinCounts(TypedDict, total=False):
     """The CoinCounts body."""
 
@@ -68,6 +84,11 @@ class CoinInit(TypedDict, total=False):
 class GaussianFitRequest(TypedDict, total=False):
     """A point cloud to explain as K normal groups."""
 
+    bootstrap: NotRequired[BootstrapRequest | None]
+    """jobs only: after the fit, refit B resamples of the data (spread over the fit workers, each started from the
+    fitted parameters, components matched to the fit) and add percentile intervals. The job's event stream sends a
+    `replicates` event as each batch of refits ends
+    """
     standard_errors: NotRequired[bool]
     """add standard errors of the estimates, from the observed information at the returned parameters (exact, by Louis's
     identity), and their covariance
@@ -136,6 +157,11 @@ class GaussianInit(TypedDict, total=False):
 class AlleleFitRequest(TypedDict, total=False):
     """Phenotype counts of a sample, and which genotypes show each phenotype (Hardy-Weinberg proportions)."""
 
+    bootstrap: NotRequired[BootstrapRequest | None]
+    """jobs only: after the fit, refit B resamples of the data (spread over the fit workers, each started from the
+    fitted parameters, components matched to the fit) and add percentile intervals. The job's event stream sends a
+    `replicates` event as each batch of refits ends
+    """
     standard_errors: NotRequired[bool]
     """add standard errors of the estimates, from the observed information at the returned parameters (exact, by Louis's
     identity), and their covariance
@@ -543,6 +569,8 @@ class CoinFitResult:
     """
     covariance_of_estimates: CovarianceOfEstimates | None = None
     """the estimates' covariance on the free parameters (null when standard_errors is)"""
+    bootstrap: BootstrapResult | None = None
+    """percentile intervals from refits of resampled data (jobs asked for bootstrap; else null)"""
     n_iter: int
     converged: bool
     """whether tol was met"""
@@ -573,6 +601,26 @@ class CovarianceOfEstimates:
     """
     matrix: list[list[float]]
     """the inverse of the observed information on those parameters"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BootstrapResult:
+    """BootstrapResult, as the service returns it."""
+
+    replicates: int
+    """B, as asked"""
+    seed: int
+    level: float
+    succeeded: int
+    """refits that succeeded (the intervals are over these)"""
+    lower: dict[str, Any] | None
+    """the (1 - level)/2 percentile of each parameter over the refits, in the shape of params (null with fewer than 2
+    refits)
+    """
+    upper: dict[str, Any] | None
+    """the (1 + level)/2 percentile, in the shape of params"""
+    standard_errors: dict[str, Any] | None
+    """the refits' standard deviation of each parameter, in the shape of params"""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -643,6 +691,8 @@ class GaussianFitResult:
     """
     covariance_of_estimates: CovarianceOfEstimates | None = None
     """the estimates' covariance on the free parameters (null when standard_errors is)"""
+    bootstrap: BootstrapResult | None = None
+    """percentile intervals from refits of resampled data (jobs asked for bootstrap; else null)"""
     n_iter: int
     converged: bool
     """whether tol was met"""
@@ -699,6 +749,8 @@ class AlleleFitResult:
     """
     covariance_of_estimates: CovarianceOfEstimates | None = None
     """the estimates' covariance on the free parameters (null when standard_errors is)"""
+    bootstrap: BootstrapResult | None = None
+    """percentile intervals from refits of resampled data (jobs asked for bootstrap; else null)"""
     n_iter: int
     converged: bool
     """whether tol was met"""
@@ -1096,6 +1148,8 @@ __all__ = [
     "AlleleParamsIn",
     "AlleleParamsOut",
     "BestCandidate",
+    "BootstrapRequest",
+    "BootstrapResult",
     "Candidate",
     "CategoricalEmissionsInit",
     "ClassOfReads",

@@ -19,6 +19,7 @@ from em_client import (
     EMClient,
     IterationEvent,
     NotFound,
+    ReplicatesEvent,
     RequestRejected,
     RetryPolicy,
     ServiceUnavailable,
@@ -264,3 +265,13 @@ def test_a_full_queue_is_retried_after_retry_after_and_reported_when_retries_run
         thread.join(HANG_S)
         assert transport.statuses[0] == 503 and transport.statuses[-1] == 202
         assert em.wait(outcome["job"].id).status == "succeeded"
+
+
+def test_a_bootstrap_job_is_followed_to_its_intervals(em):
+    job = em.submit_coins(sequences=DO_BATZOGLOU, init={"biases": [0.6, 0.5]}, bootstrap={"replicates": 20, "seed": 3})
+    follow = em.follow(job.id)
+    progress = [event for event in follow if isinstance(event, ReplicatesEvent)]
+    assert progress[-1].done == progress[-1].replicates == 20
+    assert follow.job is not None and follow.job.status == "succeeded"
+    result = follow.job.result
+    assert isinstance(result, CoinFitResult) and result.bootstrap is not None and result.bootstrap.succeeded == 20
