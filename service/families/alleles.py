@@ -23,6 +23,7 @@ from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps, uncertainty_fields
+from service.plots import bars
 from service.schemas.alleles import (
     ALLELE_EXAMPLES,
     AlleleFitRequest,
@@ -266,4 +267,6 @@ FAMILY = Family(
     render=render,
     keep=keep,
     use=MODEL_USE,
+    plot=bars.draw_alleles,
+    plot_data=bars.allele_picture_data,
 )

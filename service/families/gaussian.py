@@ -21,6 +21,7 @@ from service.em.use import GaussianModel
 from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
+from service.plots import gaussian as gaussian_plot
 from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult, GaussianModelImport
 from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
@@ -386,4 +387,6 @@ FAMILY = Family(
     keep=keep,
     use=MODEL_USE,
     dataset_kind="points",
+    plot=gaussian_plot.draw,
+    plot_data=gaussian_plot.picture_data,
 )
