@@ -136,7 +136,7 @@ def _draw_points(
         ax.scatter(
             points[:, 0],
             points[:, 1],
-            s=4,
+            s=4 if len(points) > 2000 else 16,  # a few points are seen; many would cover one another
             c=[colour(int(k)) for k in labels],
             alpha=0.5,
             lw=0,

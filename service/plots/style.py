@@ -49,7 +49,7 @@ def title(figure: Figure, heading: str, outcome: dict[str, Any] | None) -> None:
         if outcome.get("stop_reason") is not None:
             facts.append(f"stopped: {outcome['stop_reason']}")
         if outcome.get("n_iter") is not None:
-            facts.append(f"{outcome['n_iter']} iterations")
+            facts.append(f"{outcome['n_iter']} iteration{'' if outcome['n_iter'] == 1 else 's'}")
         if outcome.get("log_likelihood") is not None:
             facts.append(f"log-likelihood {float(outcome['log_likelihood']):.6g}")
         if facts:
