@@ -159,3 +159,23 @@ def test_animation_frames_are_evenly_spaced_iterations_from_the_first_to_the_las
     assert frame_indices(5) == [0, 1, 2, 3, 4]
     chosen = frame_indices(1000, limit=20)
     assert len(chosen) == 20 and chosen[0] == 0 and chosen[-1] == 999
+
+
+def test_a_cloud_of_a_million_points_keeps_20000_for_its_picture_and_says_so():
+    from types import SimpleNamespace
+
+    from service.plots.fitted import Fitted
+    from service.plots.gaussian import draw, picture_data
+    from service.plots.style import new_figure
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1_000_000, 2))
+    params = {"weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]], "covariances": [np.eye(2).tolist()] * 2}
+    log_resp = np.log(np.where(X[:, :1] < 0, [[0.9, 0.1]], [[0.1, 0.9]]))
+    solution = SimpleNamespace(outcome=SimpleNamespace(log_resp=log_resp), params=params, covariance_type="full")
+    data = picture_data(SimpleNamespace(X=X), solution)
+    assert data["points"].shape == (20_000, 2) and int(data["n_total"]) == 1_000_000
+    np.testing.assert_array_equal(data["labels"], (data["points"][:, 0] >= 0).astype(np.int16))
+    figure = new_figure(640, 480)
+    draw(figure, Fitted(params, {"covariance_type": "full"}, data))
+    assert "showing 20,000 of 1,000,000 points (a random subsample)" in _texts(figure)
