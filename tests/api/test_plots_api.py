@@ -152,3 +152,46 @@ def test_another_tenants_job_and_model_pictures_are_404(tmp_path):
             assert keyed.get(path, headers=a).status_code == 200
             assert keyed.get(path, headers=b).status_code == 404
             assert keyed.get(path).status_code == 401
+
+
+IMPORTS = {
+    "gaussian_diag_3d": {
+        "kind": "gaussian",
+        "covariance_type": "diag",
+        "params": {"weights": [0.3, 0.7], "means": [[0, 0, 0], [4, 1, 2]], "covariances": [[1, 2, 0.5], [0.3, 1, 1]]},
+    },
+    "gaussian_spherical_1d": {
+        "kind": "gaussian",
+        "covariance_type": "spherical",
+        "params": {"weights": [0.5, 0.5], "means": [-1.0, 2.0], "covariances": [0.5, 1.5]},
+    },
+    "alleles": {
+        "kind": "alleles",
+        "alleles": ["A", "B", "O"],
+        "phenotypes": [
+            {"name": "A", "genotypes": [["A", "A"], ["A", "O"]]},
+            {"name": "B", "genotypes": [["B", "B"], ["B", "O"]]},
+            {"name": "AB", "genotypes": [["A", "B"]]},
+            {"name": "O", "genotypes": [["O", "O"]]},
+        ],
+        "params": {"frequencies": [0.3, 0.1, 0.6]},
+    },
+    "abundances": {
+        "kind": "abundances",
+        "params": {"targets": ["a", "b"], "lengths": [100.0, 300.0], "rho": [0.4, 0.6]},
+    },
+    "hmm_gaussian": {
+        "kind": "hmm",
+        "emission": "gaussian",
+        "covariance_type": "diag",
+        "params": {"start": [0.5, 0.5], "transitions": [[0.9, 0.1], [0.2, 0.8]], "means": [[0.0], [3.0]],
+                   "covariances": [[1.0], [0.5]]},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", IMPORTS)
+def test_every_kind_of_imported_model_is_drawn(client, name):
+    created = client.post("/v1/models", json=IMPORTS[name])
+    assert created.status_code == 201, created.text
+    _png(client.get(f"/v1/models/{created.json()['id']}/plot", params={"width": 500, "height": 400}), (500, 400))
