@@ -72,7 +72,8 @@ def _sequence(ax: Axes, params: dict[str, Any], data: Any) -> None:
     if symbols is not None:
         ax.set_yticks(range(len(symbols)), [str(s) for s in symbols])
     ax.set_xlabel("step of the first sequence")
-    ax.set_ylabel("symbol" if symbols is not None else "value" if values.ndim == 1 else "first coordinate")
+    one_number = values.ndim == 1 or values.shape[1] == 1
+    ax.set_ylabel("symbol" if symbols is not None else "value" if one_number else "first coordinate")
     total = int(data["n_total"])
     suffix = f" (first {len(values):,} of {total:,} steps)" if total > len(values) else ""
     ax.set_title("Viterbi states" + suffix if "states" in data else "sequence" + suffix, fontsize="medium")
@@ -124,6 +125,7 @@ def _emissions(ax: Axes, params: dict[str, Any], model: dict[str, Any]) -> None:
                 gid=f"emissions{k}",
             )
         ax.set_xticks(range(1, K + 1), [str(k + 1) for k in range(K)])
+        ax.set_xlim(0.5, K + 0.5)
         ax.set_xlabel("state")
         ax.set_ylabel(f"mean ± 1{SIGMA}" + (" (first coordinate)" if means.shape[1] > 1 else ""))
         ax.set_title("emissions", fontsize="medium")

@@ -33,7 +33,7 @@ def new_figure(width_px: int, height_px: int, fixed_layout: bool = False) -> Fig
     from matplotlib.figure import Figure, SubplotParams
 
     if fixed_layout:
-        margins = SubplotParams(left=0.1, right=0.97, bottom=0.12, top=0.86, wspace=0.3, hspace=0.45)
+        margins = SubplotParams(left=0.1, right=0.97, bottom=0.14, top=0.86, wspace=0.3, hspace=0.45)
         figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, subplotpars=margins)
     else:
         figure = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
@@ -59,4 +59,5 @@ def title(figure: Figure, heading: str, outcome: dict[str, Any] | None) -> None:
 
 def footnote(figure: Figure, text: str) -> None:
     """A note under the axes (a subsample, data not kept): said on the picture, not only in the docs."""
-    figure.text(0.01, 0.005, text, fontsize="small", color="#444444", ha="left", va="bottom")
+    # The figure's bottom label: the layout makes room for it (plain figure text would sit on the axis label).
+    figure.supxlabel(text, x=0.01, ha="left", fontsize="small", color="#444444")
