@@ -27,10 +27,13 @@ RUN apt-get update \
  && mkdir /data && chown em:em /data
 COPY --from=builder /opt/venv /opt/venv
 # One API process per data directory (it holds the job store's lock); fits run in EM_WORKERS processes.
+# MPLCONFIGDIR: the user has no home; matplotlib's font cache is made once, on the first picture, and shared by the
+# workers (without a writable directory every worker would rebuild it in a temporary one).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    EM_DATA_DIR=/data
+    EM_DATA_DIR=/data \
+    MPLCONFIGDIR=/tmp/matplotlib
 USER em
 WORKDIR /tmp
 VOLUME ["/data"]

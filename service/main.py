@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service.api import datasets as dataset_routes
-from service.api import fit, health, jobs, metrics, selection
+from service.api import fit, health, jobs, metrics, plots, selection
 from service.api import models as model_routes
 from service.api.deps import AppServices
 from service.api.edge import EdgeMiddleware
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /v1/* needs a key when keys are configured: the edge checks it; the schema says so on each operation.
     for router in (
         fit.router, jobs.router, dataset_routes.router, model_routes.router, selection.fit_router,
-        selection.job_router,
+        selection.job_router, plots.router,
     ):  # fmt: skip
         declare_security(router.routes)
         app.include_router(router, responses=UNAUTHORIZED)  # type: ignore[arg-type]

@@ -172,6 +172,20 @@ class AsyncEMClient:
         """A job: status, progress, and its result once it succeeded."""
         return await self._send(build("get_job", Job, path={"job_id": job_id}))
 
+    async def plot_job(
+        self,
+        job_id: str,
+        *,
+        view: Literal["fit", "trace", "animation"] = "fit",
+        format: Literal["png", "svg"] | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> bytes:
+        """A picture of a finished job: PNG (or SVG with ``format="svg"``) of its fit or its trace, or with
+        ``view="animation"`` a GIF of its parameters converging (a fit with ``trace="params"``)."""
+        params = {"view": view, "format": format, "width": width, "height": height}
+        return await self._send(build("plot_job", bytes, path={"job_id": job_id}, params=params))
+
     async def cancel_job(self, job_id: str) -> Job:
         """Cancel a queued or running job (``Conflict`` if it already finished)."""
         return await self._send(build("cancel_job", Job, path={"job_id": job_id}))
@@ -228,6 +242,19 @@ class AsyncEMClient:
     async def get_model(self, model_id: str) -> KeptModel:
         """A kept model, with its parameters."""
         return await self._send(build("get_model", KeptModel, path={"model_id": model_id}))
+
+    async def plot_model(
+        self,
+        model_id: str,
+        *,
+        view: Literal["fit", "trace", "animation"] = "fit",
+        format: Literal["png", "svg"] | None = None,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> bytes:
+        """A picture of a kept model (drawn as its job while that is stored; otherwise the model alone)."""
+        params = {"view": view, "format": format, "width": width, "height": height}
+        return await self._send(build("plot_model", bytes, path={"model_id": model_id}, params=params))
 
     async def delete_model(self, model_id: str) -> None:
         """Forget a kept model."""

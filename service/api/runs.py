@@ -22,6 +22,7 @@ from service.families.render import kept_model_json
 from service.jobs.manager import JobManager
 from service.jobs.models import Access, FitFailed, FollowUp, JobRecord, WorkItem, new_job_id
 from service.models.store import ModelRecord
+from service.plots.fitted import bundle
 from service.schemas.common import FitOptions
 from service.settings import Settings
 
@@ -55,11 +56,15 @@ async def prepare(
     return task
 
 
-def work_item(family: Family[Any, Any, Any], task: FitTask, render: Render | None = None) -> WorkItem:
-    """What a worker runs for ``task``: solve, render (the family's result, unless ``render`` is given), keep."""
+def work_item(
+    family: Family[Any, Any, Any], task: FitTask, render: Render | None = None, pictures: bool = False
+) -> WorkItem:
+    """What a worker runs for ``task``: solve, render (the family's result, unless ``render`` is given), keep;
+    with ``pictures`` (a stored job), also bundle what the job's pictures need."""
     assert task.options.time_limit_s is not None
     keep = partial(kept_model_json, family.keep)
-    return WorkItem(family.solve, task, render or family.render, task.options.time_limit_s, keep)
+    picture = partial(bundle, family.plot_data) if pictures and family.plot is not None else None
+    return WorkItem(family.solve, task, render or family.render, task.options.time_limit_s, keep, picture)
 
 
 async def fit_now(family: Family[Any, Any, Any], body: FitOptions, app: AppServices, access: Access) -> bytes:
@@ -122,9 +127,8 @@ async def start_job(
     """Queue a fit as a job (always on a worker: a job can be followed, cancelled and read back later)."""
     task = await prepare(family, body, settings, settings.default_job_time_limit_s)
     follow_up = _bootstrap(family, body, task, settings)
-    return await jobs.submit(
-        family.kind, work_item(family, task), family.summarise(body), owner=access.tenant, follow_up=follow_up
-    )
+    item = work_item(family, task, pictures=True)
+    return await jobs.submit(family.kind, item, family.summarise(body), owner=access.tenant, follow_up=follow_up)
 
 
 def _bootstrap(family: Family[Any, Any, Any], body: FitOptions, task: FitTask, settings: Settings) -> FollowUp | None:

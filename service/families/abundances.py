@@ -17,6 +17,7 @@ from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps
+from service.plots import bars
 from service.schemas.abundances import (
     ABUNDANCE_EXAMPLES,
     AbundanceFitRequest,
@@ -235,4 +236,5 @@ FAMILY = Family(
     render=render,
     keep=keep,
     use=MODEL_USE,
+    plot=bars.draw_abundances,
 )

@@ -24,6 +24,7 @@ from service.families.base import Family, ModelUse
 from service.families.bootstrap import Resampling
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps, uncertainty_fields
+from service.plots import bars
 from service.schemas.alleles import (
     ALLELE_EXAMPLES,
     AlleleFitRequest,
@@ -293,4 +294,6 @@ FAMILY = Family(
     keep=keep,
     use=MODEL_USE,
     resampling=Resampling(replicate, align, params_of),
+    plot=bars.draw_alleles,
+    plot_data=bars.allele_picture_data,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +20,11 @@ from service.families.bootstrap import Resampling
 from service.families.limits import Footprint
 from service.schemas.common import FitOptions
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from service.plots.fitted import Fitted
 
 RequestT = TypeVar("RequestT", bound=FitOptions)
 TaskT = TypeVar("TaskT", bound="FitTask")
@@ -114,3 +119,9 @@ class Family(Generic[RequestT, TaskT, SolutionT]):
     result_examples: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     dataset_kind: str | None = None  # what an uploaded dataset must hold to be fitted by name ("points", "coins")
     resampling: Resampling | None = None  # how a job's ``bootstrap`` refits resamples (None: no bootstrap)
+    # Pictures (GET .../plot). ``plot`` draws one state of a fit (a kept model's parameters, a job's with its data,
+    # an animation's frame) on an empty figure: a new family's picture is this one function (service/plots/).
+    # ``plot_data`` (task, solution) -> arrays is what a job keeps of its data for pictures (bounded: a histogram,
+    # a subsample); without it a job's picture shows the model alone.
+    plot: Callable[[Figure, Fitted], None] | None = None
+    plot_data: Callable[[TaskT, SolutionT], dict[str, NDArray[Any]]] | None = None

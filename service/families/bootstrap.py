@@ -124,6 +124,7 @@ def plan(
             BootstrapBatch(task, fitted, seeds[start:stop], int(start), resampling, solve),
             render_batch,
             time_limit_s * (stop - start),
+            fit=False,
         )
         for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
         if stop > start

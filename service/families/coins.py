@@ -17,6 +17,7 @@ from service.families.base import Family, ModelUse
 from service.families.bootstrap import Resampling, matched_order
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
+from service.plots import coins as coins_plot
 from service.schemas.coins import COIN_EXAMPLES, CoinFitRequest, CoinFitResult, CoinModelImport
 from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
@@ -254,4 +255,6 @@ FAMILY = Family(
     use=MODEL_USE,
     dataset_kind="coins",
     resampling=Resampling(replicate, align, params_of),
+    plot=coins_plot.draw,
+    plot_data=coins_plot.picture_data,
 )

@@ -22,6 +22,7 @@ from service.families.base import Family, ModelUse
 from service.families.bootstrap import Resampling, matched_order
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
+from service.plots import gaussian as gaussian_plot
 from service.schemas.gaussian import GAUSSIAN_EXAMPLES, GaussianFitRequest, GaussianFitResult, GaussianModelImport
 from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
@@ -421,4 +422,6 @@ FAMILY = Family(
     use=MODEL_USE,
     dataset_kind="points",
     resampling=Resampling(replicate, align, params_of),
+    plot=gaussian_plot.draw,
+    plot_data=gaussian_plot.picture_data,
 )

@@ -16,6 +16,7 @@ from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.families.base import Family, ModelUse
 from service.families.limits import Footprint, check_size, em_options
 from service.families.render import common_fields, dumps
+from service.plots import hmm as hmm_plot
 from service.schemas.hmm import HMM_EXAMPLES, HmmFitRequest, HmmFitResult, HmmModelImport
 from service.schemas.models import SampleRequest, ScoreRequest
 from service.schemas.results import load_result_examples
@@ -234,4 +235,6 @@ FAMILY = Family(
     render=render,
     keep=keep,
     use=MODEL_USE,
+    plot=hmm_plot.draw,
+    plot_data=hmm_plot.picture_data,
 )

@@ -99,6 +99,10 @@ class JobManager(Protocol):
 
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]: ...
     def store_size_bytes(self) -> int: ...
+    async def picture(self, job_id: str) -> bytes | None:
+        """What a succeeded job kept for its pictures (None if nothing); the caller has checked access."""
+        ...
+
     def uses_dataset(self, dataset_id: str) -> bool:
         """Whether a queued or running job fits this dataset (it must not be deleted under it)."""
         ...
@@ -196,6 +200,9 @@ class LocalJobManager:
 
     def stats(self) -> dict[str, int]:
         return {"queued": len(self._pending), "busy_workers": self.pool.busy_count, "workers": self.limits.workers}
+
+    async def picture(self, job_id: str) -> bytes | None:
+        return await anyio.to_thread.run_sync(self.store.picture, job_id)
 
     def store_size_bytes(self) -> int:
         """The store's size as last measured (by the watchdog): cheap enough for every metrics scrape."""
@@ -368,7 +375,7 @@ class LocalJobManager:
         return [result for result in results if result is not None]
 
     async def _run_follow_up(
-        self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None
+        self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None, picture: bytes | None
     ) -> None:
         """After the job's own fit: its follow-up's parts on the workers, then the job's end (see FollowUp)."""
         follow_up = active.follow_up
@@ -388,11 +395,11 @@ class LocalJobManager:
         final = follow_up.combine(result, results)
         # The final event comes after the parts' events: a late follower's replay must say so.
         replay = None if replay is None else replace(replay, final_id=len(active.events) + 1)
-        if not active.ephemeral and len(final) + len(model or b"") > _INLINE_WRITE_MAX:
+        if not active.ephemeral and len(final) + len(model or b"") + len(picture or b"") > _INLINE_WRITE_MAX:
             active.finishing = True
-            await self._finish_large(active, final, replay, model)
+            await self._finish_large(active, final, replay, model, picture)
         else:
-            self._finish(active, "succeeded", result=final, replay=replay, model=model)
+            self._finish(active, "succeeded", result=final, replay=replay, model=model, picture=picture)
 
     async def _cancel_parts(self, active: _ActiveJob) -> None:
         for part in active.parts or ():
@@ -499,15 +506,18 @@ class LocalJobManager:
                     active.follow_up is not None and active.parts is None
                 ):
                     active.parts = []  # from now on a cancel cancels the parts (see _run_follow_up)
-                    self._spawn(self._run_follow_up(active, result, replay, model))
+                    self._spawn(self._run_follow_up(active, result, replay, model, message.picture))
                 case Finished(status="succeeded", result=bytes() as result, replay=replay, model=model) if (
-                    not active.ephemeral and len(result) + len(model or b"") > _INLINE_WRITE_MAX
+                    not active.ephemeral
+                    and len(result) + len(model or b"") + len(message.picture or b"") > _INLINE_WRITE_MAX
                 ):
                     # Shown succeeded only once committed: until then it reads "running".
                     active.finishing = True
-                    self._spawn(self._finish_large(active, result, replay, model))
+                    self._spawn(self._finish_large(active, result, replay, model, message.picture))
                 case Finished(status=status, result=result, error=error, replay=replay, model=model):
-                    self._finish(active, status, result=result, error=error, replay=replay, model=model)
+                    self._finish(
+                        active, status, result=result, error=error, replay=replay, model=model, picture=message.picture
+                    )
                 case Died(exitcode=exitcode):
                     self._on_worker_died(active, exitcode)
         self._dispatch()
@@ -560,20 +570,24 @@ class LocalJobManager:
         error: dict[str, str] | None = None,
         replay: Replay | None = None,
         model: bytes | None = None,
+        picture: bytes | None = None,
     ) -> None:
         """Commit the job's end (a small write, done here), then show it."""
         ended = _ended(active.record, status, result, error, replay)
-        self._show_end(active, self._store_end(ended, model, active.ephemeral))
+        self._show_end(active, self._store_end(ended, model, active.ephemeral, picture))
 
     async def _finish_large(
-        self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None
+        self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None, picture: bytes | None
     ) -> None:
         ended = _ended(active.record, "succeeded", result, None, replay)
-        self._show_end(active, await anyio.to_thread.run_sync(self._store_end, ended, model, active.ephemeral))
+        store_end = partial(self._store_end, ended, model, active.ephemeral, picture)
+        self._show_end(active, await anyio.to_thread.run_sync(store_end))
 
-    def _store_end(self, ended: JobRecord, model: bytes | None = None, ephemeral: bool = False) -> JobRecord:
-        """Commit ``ended`` (and the model a succeeded job keeps; an ephemeral job only that); if the store
-        refuses it, commit (and return) the job failed for that reason.
+    def _store_end(
+        self, ended: JobRecord, model: bytes | None = None, ephemeral: bool = False, picture: bytes | None = None
+    ) -> JobRecord:
+        """Commit ``ended`` (and the model a succeeded job keeps; an ephemeral job only that; and what it keeps
+        for pictures); if the store refuses it, commit (and return) the job failed for that reason.
 
         So "succeeded" is never shown for a result or model that is not stored, and GET, listings and the final
         event all tell the same status.
@@ -583,7 +597,10 @@ class LocalJobManager:
                 self.keep_model(ended, model, ephemeral)
             if ephemeral:
                 return ended
-            self.store.finish(ended)
+            if picture is not None and ended.status == "succeeded":
+                self.store.finish(ended, picture=picture)
+            else:
+                self.store.finish(ended)
             self._storage_error = None
             return ended
         except StorageError as exc:

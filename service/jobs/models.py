@@ -106,6 +106,10 @@ class WorkItem:
 
     ``solve`` and ``render`` are module-level functions, so the item pickles by reference and the
     job runner needs to know nothing of models or schemas.
+
+    ``picture`` (a stored job's) bundles what its pictures need: ``(task, solution, kept model JSON, every start's
+    trace arrays) -> bytes``, stored with the job's end. A work item that is not a fit (a picture being drawn) has
+    ``fit`` False: its solution has no outcome to replay.
     """
 
     solve: Callable[..., Any]
@@ -113,6 +117,8 @@ class WorkItem:
     render: Callable[[Any, str], bytes]
     time_limit_s: float
     keep: Callable[[Any], bytes] | None = None  # the JSON of the model a solution keeps (stored with the job's end)
+    picture: Callable[[Any, Any, bytes | None, dict[str, Any]], bytes] | None = None
+    fit: bool = True
 
 
 @dataclass(frozen=True)

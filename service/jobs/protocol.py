@@ -47,6 +47,7 @@ class Finished:
     error: dict[str, str] | None = None
     replay: Replay | None = None
     model: bytes | None = None  # the kept model's JSON (see Family.keep), for a succeeded job
+    picture: bytes | None = None  # what the job keeps for its pictures (see WorkItem.picture)
     worker_exits: bool = False  # the worker stops after this job (e.g. after a MemoryError): give it no more
 
 

@@ -37,7 +37,11 @@ class JobStore(Protocol):
     ) -> tuple[list[JobRecord], str | None]: ...
     def mark_running(self, job_id: str, started_at: float) -> None: ...
     def update_progress(self, job_id: str, progress: dict[str, Any]) -> None: ...
-    def finish(self, record: JobRecord) -> None: ...
+    def finish(self, record: JobRecord, picture: bytes | None = None) -> None: ...
+    def picture(self, job_id: str) -> bytes | None:
+        """What a succeeded job kept for its pictures (None: nothing, e.g. a job from before pictures)."""
+        ...
+
     def fail_unfinished(self, message: str, now: float) -> int: ...
     def purge(self, finished_before: float) -> int: ...
     def size_bytes(self) -> int: ...
@@ -110,7 +114,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result      BLOB,
     error       TEXT,
     replay      TEXT,
-    owner       TEXT
+    owner       TEXT,
+    picture     BLOB
 );
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -119,7 +124,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 _COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay, owner"
 
 # Columns added after the first release, for stores created before them: (name, declaration).
-_ADDED_COLUMNS = (("replay", "TEXT"), ("owner", "TEXT"))
+_ADDED_COLUMNS = (("replay", "TEXT"), ("owner", "TEXT"), ("picture", "BLOB"))
 
 # SQLite's own limit on one value (SQLITE_MAX_LENGTH); a larger result cannot be stored in a row.
 _MAX_VALUE_BYTES = 1_000_000_000
@@ -222,13 +227,16 @@ class SQLiteJobStore:
     def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
 
-    def finish(self, record: JobRecord) -> None:
-        """Commit a job's end; when this returns, the result survives a crash of the process."""
+    def finish(self, record: JobRecord, picture: bytes | None = None) -> None:
+        """Commit a job's end (and what it keeps for pictures); when this returns, the result survives a crash
+        of the process."""
         if record.result is not None and len(record.result) > self.max_value_bytes:
             raise ResultTooLarge(f"{len(record.result)} bytes, over the store's {self.max_value_bytes}")
+        if picture is not None and len(picture) > self.max_value_bytes:
+            picture = None  # the pictures then show the model alone; the result is what must be kept
         self._execute(
             "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ?, "
-            "replay = ? WHERE id = ?",
+            "replay = ?, picture = ? WHERE id = ?",
             (
                 record.status,
                 record.started_at,
@@ -237,9 +245,14 @@ class SQLiteJobStore:
                 record.result,
                 _dump(record.error),
                 _dump_replay(record.replay),
+                picture,
                 record.id,
             ),
         )
+
+    def picture(self, job_id: str) -> bytes | None:
+        row = self._execute("SELECT picture FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
 
     def fail_unfinished(self, message: str, now: float) -> int:
         """Jobs a previous process left queued or running are failed, never left running forever."""

@@ -16,8 +16,9 @@ from typing import Any
 
 from service.em.errors import EMError
 from service.em.loop import Hooks
-from service.jobs.models import Replay
+from service.jobs.models import Replay, WorkItem
 from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, Started
+from service.jobs.traces import StartTraces
 
 logger = logging.getLogger("service.jobs.worker")
 
@@ -35,9 +36,11 @@ class _WorkerHooks(Hooks):
         self.last_flush = time.monotonic()
         self.cancelled = False
         self.parent_pid = os.getppid()
+        self.traces = StartTraces()  # every start's, for the job's trace picture (bounded)
 
     def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
         self.buffer.append(IterationEvent(start, iteration, log_likelihood, delta))
+        self.traces.add(start, iteration, log_likelihood)
         if len(self.buffer) >= _FLUSH_MAX_EVENTS or time.monotonic() - self.last_flush >= _FLUSH_INTERVAL_S:
             self.flush()
 
@@ -66,9 +69,9 @@ def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
             return
         result = item.render(solution, job_id)
         model = None if item.keep is None else item.keep(solution)
-        # A bootstrap's batch of refits has no outcome of its own when every refit failed: nothing to replay.
-        replay = None if solution.outcome is None else Replay.of(solution.outcome)
-        conn.send(Finished(job_id, "succeeded", result=result, replay=replay, model=model))
+        picture = _picture(item, solution, model, hooks, job_id)
+        replay = Replay.of(solution.outcome) if item.fit else None
+        conn.send(Finished(job_id, "succeeded", result=result, replay=replay, model=model, picture=picture))
     except EMError as exc:
         conn.send(Finished(job_id, "failed", error=invalid_request(exc)))
     except MemoryError:
@@ -83,6 +86,17 @@ def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
         logger.exception("job %s failed", job_id)
         error = {"type": "internal_error", "message": "the fit failed unexpectedly; the error was logged"}
         conn.send(Finished(job_id, "failed", error=error))
+
+
+def _picture(item: WorkItem, solution: Any, model: bytes | None, hooks: _WorkerHooks, job_id: str) -> bytes | None:
+    """What the job keeps for its pictures; a failure here costs the job its pictures, never its result."""
+    if item.picture is None:
+        return None
+    try:
+        return item.picture(item.task, solution, model, hooks.traces.arrays())
+    except Exception:
+        logger.exception("job %s: the data for its pictures could not be kept", job_id)
+        return None
 
 
 def invalid_request(exc: EMError) -> dict[str, str]:

@@ -275,3 +275,13 @@ def test_a_bootstrap_job_is_followed_to_its_intervals(em):
     assert follow.job is not None and follow.job.status == "succeeded"
     result = follow.job.result
     assert isinstance(result, CoinFitResult) and result.bootstrap is not None and result.bootstrap.succeeded == 20
+
+
+def test_pictures_of_a_job_and_its_model_come_back_as_image_bytes(em):
+    job = em.submit_coins(sequences=DO_BATZOGLOU, init={"biases": [0.6, 0.5]}, trace="params")
+    done = em.wait(job.id)
+    assert done.status == "succeeded" and isinstance(done.result, CoinFitResult)
+    assert em.plot_job(job.id).startswith(b"\x89PNG\r\n\x1a\n")
+    assert em.plot_job(job.id, view="animation").startswith(b"GIF8")
+    svg = em.plot_model(done.result.model_id, format="svg", width=400, height=300)
+    assert b"<svg" in svg[:500]

@@ -49,10 +49,10 @@ class _WatchingStore(SQLiteJobStore):
         super().__init__(*args, **kwargs)
         self.shown_while_committing: list[str] = []
 
-    def finish(self, record):
+    def finish(self, record, picture=None):
         assert self.manager is not None
         self.shown_while_committing.append(self.manager._active[record.id].record.status)
-        super().finish(record)
+        super().finish(record, picture)
 
 
 @pytest.mark.parametrize("n_experiments", [5, 20_000])  # a small result written inline, a large one from a thread

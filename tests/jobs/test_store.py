@@ -160,3 +160,24 @@ def test_list_filters_by_status_and_kind(store):
     assert [r.id for r in store.list(10, where=JobFilter(status="succeeded"))[0]] == ["b", "a"]
     assert [r.id for r in store.list(10, where=JobFilter(kind="coins"))[0]] == ["c", "a"]
     assert [r.id for r in store.list(10, where=JobFilter(status="failed", kind="gaussian"))[0]] == []
+
+
+def test_a_jobs_picture_bundle_is_kept_with_its_end_and_a_store_from_before_pictures_gains_the_column(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the table as it was before pictures (no picture column)
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, "
+        "started_at REAL, finished_at REAL, request TEXT NOT NULL, progress TEXT, result BLOB, error TEXT, "
+        "replay TEXT, owner TEXT)"
+    )
+    old.close()
+    store = SQLiteJobStore(tmp_path)
+    record = _record("a", 1.0)
+    store.insert(record)
+    assert store.picture("a") is None
+    record.status, record.finished_at, record.result = "succeeded", 2.0, b"{}"
+    store.finish(record, picture=b"npz bytes")
+    assert store.picture("a") == b"npz bytes" and store.get("a") == record
+    assert store.picture("missing") is None
+    store.close()
