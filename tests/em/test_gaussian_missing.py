@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from scipy import optimize, stats
@@ -171,4 +169,3 @@ def test_missing_at_random_beats_mean_imputation_then_a_complete_fit():
     # Each group has ~2,000 points, 70% of each coordinate observed: a standard error of ~0.03 on a mean.
     assert our_means < 5 / np.sqrt(0.7 * n / 2) and our_covariances < 10 / np.sqrt(0.7 * n / 2)
     assert our_means < their_means and our_covariances < their_covariances / 3
-
