@@ -42,6 +42,7 @@ from service.em.loop import EMOptions, run_em
 
 SKIP_ABOVE_S = 60.0  # a cell whose estimated cost exceeds this is skipped, as the issue allows
 REPEATS = 2  # runs of each length per cell (--repeats): more on a machine shared with other work
+MEASURED_SPAN_S = 0.25  # the least time (at scikit-learn's pace) between a cell's short and long runs
 
 
 def _data(n: int, d: int, k: int) -> np.ndarray:
@@ -158,7 +159,10 @@ def gaussian_grid(quick: bool) -> tuple[list[str], list[float], dict[str, list[f
                             f"iteration takes {probe:.0f} s | | | | | |"
                         )
                         continue
-                    a, b = (1, 3) if probe > 1 else (2, 7)
+                    # Enough iterations between the two lengths that their difference spans a quarter of a second:
+                    # on a 10,000-point cell five iterations are 5-15 ms, within this shared machine's jitter.
+                    a = 1 if probe > 1 else 2
+                    b = a + max(2 if probe > 1 else 5, math.ceil(MEASURED_SPAN_S / probe))
                     ours, ll_ours = _per_iteration(partial(_ours, X, start, covariance_type), a, b)
                     theirs, ll_theirs = _per_iteration(partial(_sklearn, X, start, covariance_type), a, b)
                     floor = _floor(X, k, covariance_type)
