@@ -142,6 +142,17 @@ def _bootstrap(family: Family[Any, Any, Any], body: FitOptions, task: FitTask, s
             f"{settings.max_bootstrap_replicates} (EM_MAX_BOOTSTRAP_REPLICATES)",
             "bootstrap.replicates",
         )
+    # A refit holds a resampled copy of the data beside what the fit itself needs (its arrays bound the data).
+    limit_mb, refit_mb = (
+        settings.worker_memory_limit_mb,
+        (task.footprint.peak_bytes + task.footprint.arrays_bytes) / 2**20,
+    )
+    if limit_mb is not None and refit_mb > limit_mb:
+        raise LimitExceeded(
+            f"a bootstrap refit would need about {refit_mb:.0f} MB (the fit and a resampled copy of its data); a fit "
+            f"worker has {limit_mb} MB (fewer points, or no bootstrap)",
+            "bootstrap",
+        )
     assert task.options.time_limit_s is not None
     return bootstrap.follow_up(
         family.kind, family.resampling, family.solve, task, replicates=asked.replicates, seed=asked.seed,

@@ -169,3 +169,23 @@ def test_each_replicate_has_its_own_seed_whatever_the_number_of_workers():
 
     assert seeds(1) == seeds(3) == bootstrap.replicate_seeds(4, 103)
     assert len(set(seeds(1))) == 103
+
+
+def test_a_bootstrap_whose_refits_would_not_fit_a_worker_is_refused_before_it_runs(tmp_path):
+    from types import SimpleNamespace
+
+    from service.api.runs import _bootstrap
+    from service.em.loop import EMOptions
+    from service.families.limits import Footprint, LimitExceeded
+    from service.families.registry import BY_KIND
+
+    # A fit of ~40 MB of arrays on a 64 MB worker: room for the fit, not for the fit and a resampled copy.
+    task = SimpleNamespace(
+        footprint=Footprint(arrays_bytes=40 * 2**20, trace_numbers=0, result_numbers=100, trace_entries=100),
+        options=EMOptions(time_limit_s=10.0),
+    )
+    body = SimpleNamespace(bootstrap=SimpleNamespace(replicates=10, seed=0, level=0.95))
+    family = BY_KIND["gaussian"]
+    with pytest.raises(LimitExceeded, match="resampled copy"):
+        _bootstrap(family, body, task, Settings(data_dir=tmp_path, worker_memory_mb=64))
+    assert _bootstrap(family, body, task, Settings(data_dir=tmp_path, worker_memory_mb=128)) is not None
