@@ -31,7 +31,8 @@ def draw(figure: Figure, result: dict[str, Any], traces: dict[str, NDArray[np.fl
         for start in np.unique(starts):
             mine = starts == start
             returned = int(start) == best
-            label: str | None = f"start {start + 1} (returned)" if returned else f"start {start + 1}"
+            # Numbered as the events and `restarts` number them, from 0.
+            label: str | None = f"start {start} (returned)" if returned else f"start {start}"
             if not returned and start >= _NAMED_STARTS:
                 label = "other starts" if start == _NAMED_STARTS else None
             ax.plot(
