@@ -86,12 +86,6 @@ class _Pairs:
             self.to_type = np.zeros((1, len(self.a)))
             self.to_type[0, diagonal] = 1.0
 
-    def scores(self, u: FloatArray, precision: FloatArray) -> FloatArray:
-        """(rows x type parameters) complete-data scores of the covariance parameters."""
-        pair_scores = (u[:, self.a] * u[:, self.b] - precision[self.a, self.b]) * self.halved
-        scores: FloatArray = pair_scores @ self.to_type.T
-        return scores
-
     def trace_products(self, P: FloatArray, Q: FloatArray) -> FloatArray:
         """tr(E_ab P E_cd Q) for every two pairs, mapped to the type's parameters on both sides."""
         a, b = self.a[:, None], self.b[:, None]
