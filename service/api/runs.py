@@ -17,7 +17,7 @@ from service.api.deps import AppServices
 from service.em.errors import EMError, InvalidParameterError
 from service.families import bootstrap
 from service.families.base import Family, FitTask
-from service.families.limits import LimitExceeded, check_footprint
+from service.families.limits import LimitExceeded, check_footprint, check_refit_footprint
 from service.families.render import kept_model_json
 from service.jobs.manager import JobManager
 from service.jobs.models import Access, FitFailed, FollowUp, JobRecord, WorkItem, new_job_id
@@ -142,17 +142,7 @@ def _bootstrap(family: Family[Any, Any, Any], body: FitOptions, task: FitTask, s
             f"{settings.max_bootstrap_replicates} (EM_MAX_BOOTSTRAP_REPLICATES)",
             "bootstrap.replicates",
         )
-    # A refit holds a resampled copy of the data beside what the fit itself needs (its arrays bound the data).
-    limit_mb, refit_mb = (
-        settings.worker_memory_limit_mb,
-        (task.footprint.peak_bytes + task.footprint.arrays_bytes) / 2**20,
-    )
-    if limit_mb is not None and refit_mb > limit_mb:
-        raise LimitExceeded(
-            f"a bootstrap refit would need about {refit_mb:.0f} MB (the fit and a resampled copy of its data); a fit "
-            f"worker has {limit_mb} MB (fewer points, or no bootstrap)",
-            "bootstrap",
-        )
+    check_refit_footprint(task.footprint, settings)
     assert task.options.time_limit_s is not None
     return bootstrap.follow_up(
         family.kind, family.resampling, family.solve, task, replicates=asked.replicates, seed=asked.seed,

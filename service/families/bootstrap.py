@@ -21,7 +21,7 @@ import orjson
 from scipy.optimize import linear_sum_assignment
 
 from service.em.errors import EMError
-from service.em.loop import FitOutcome, Hooks
+from service.em.loop import Hooks
 from service.families.render import dumps
 from service.jobs.models import FollowUp, WorkItem
 
@@ -46,19 +46,17 @@ class Resampling:
 
 @dataclass(frozen=True)
 class BootstrapBatch:
-    """A part of a bootstrap: replicates ``first`` .. ``first + len(seeds) - 1`` of one fit."""
+    """A part of a bootstrap: the refits of one fit with these ``seeds`` (one each)."""
 
     task: Any
     fitted: dict[str, Any]
     seeds: list[int]
-    first: int
     resampling: Resampling
     solve: Callable[[Any, Hooks | None], Any]
 
 
 @dataclass
 class BatchSolution:
-    outcome: FitOutcome[Any] | None  # the last replicate's (the worker's replay of a part; nobody reads it)
     replicates: list[dict[str, Any] | None] = field(default_factory=list)  # None: that refit failed
     reasons: list[str] = field(default_factory=list)
 
@@ -76,7 +74,7 @@ class _CancelOnly(Hooks):
 def solve_batch(batch: BootstrapBatch, hooks: Hooks | None = None) -> BatchSolution:
     """Refit every replicate of ``batch``; a replicate the solver refuses (a resample with too few distinct
     points, say) is counted as failed, not fatal to the bootstrap."""
-    solution = BatchSolution(None)
+    solution = BatchSolution()
     quiet = _CancelOnly(hooks)
     for seed in batch.seeds:
         if quiet.should_cancel():
@@ -88,7 +86,6 @@ def solve_batch(batch: BootstrapBatch, hooks: Hooks | None = None) -> BatchSolut
             solution.replicates.append(None)
             solution.reasons.append(exc.message)
             continue
-        solution.outcome = solved.outcome
         solution.replicates.append(batch.resampling.align(batch.resampling.params_of(solved), batch.fitted, batch.task))
     return solution
 
@@ -121,7 +118,7 @@ def plan(
     return [
         WorkItem(
             solve_batch,
-            BootstrapBatch(task, fitted, seeds[start:stop], int(start), resampling, solve),
+            BootstrapBatch(task, fitted, seeds[start:stop], resampling, solve),
             render_batch,
             time_limit_s * (stop - start),
             fit=False,
@@ -152,11 +149,14 @@ def follow_up(
             time_limit_s=time_limit_s,
         )  # fmt: skip
 
-    def progress(done: list[bytes]) -> dict[str, Any]:
-        batches = [orjson.loads(part)["replicates"] for part in done]
-        refits = sum(len(batch) for batch in batches)
-        failed = sum(params is None for batch in batches for params in batch)
-        return {"done": refits, "replicates": replicates, "failed": failed}
+    # Running totals: each batch's result is read once as it ends, not every earlier one again.
+    totals = {"done": 0, "replicates": replicates, "failed": 0}
+
+    def progress(part: bytes) -> dict[str, Any]:
+        batch = orjson.loads(part)["replicates"]
+        totals["done"] += len(batch)
+        totals["failed"] += sum(params is None for params in batch)
+        return dict(totals)
 
     return FollowUp(
         kind=f"{kind}_bootstrap",
@@ -208,6 +208,12 @@ def _over_replicates(replicates: list[dict[str, Any]], statistic: Callable[[np.n
         return statistic(np.asarray(values, dtype=np.float64)).tolist()
 
     return over(replicates)
+
+
+def solution_params(solution: Any) -> dict[str, Any]:
+    """The ``params_of`` of a family whose solution keeps its params as the result shows them (coins, gaussian)."""
+    params: dict[str, Any] = solution.params
+    return params
 
 
 def matched_order(replicate: np.ndarray, fitted: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import CoinModel
 from service.families.base import Family, ModelUse
-from service.families.bootstrap import Resampling, matched_order
+from service.families.bootstrap import Resampling, matched_order, solution_params
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
 from service.plots import coins as coins_plot
@@ -229,10 +229,6 @@ def replicate(task: CoinTask, fitted: dict[str, Any], rng: np.random.Generator) 
     )
 
 
-def params_of(solution: CoinSolution) -> dict[str, Any]:
-    return solution.params
-
-
 def align(params: dict[str, Any], fitted: dict[str, Any], task: CoinTask) -> dict[str, Any]:
     order = matched_order(np.asarray(params["biases"]), np.asarray(fitted["biases"]))
     return {name: np.asarray(values)[order].tolist() for name, values in params.items()}
@@ -254,7 +250,7 @@ FAMILY = Family(
     keep=keep,
     use=MODEL_USE,
     dataset_kind="coins",
-    resampling=Resampling(replicate, align, params_of),
+    resampling=Resampling(replicate, align, solution_params),
     plot=coins_plot.draw,
     plot_data=coins_plot.picture_data,
 )

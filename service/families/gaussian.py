@@ -19,7 +19,7 @@ from service.em.information import Uncertainty
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
 from service.em.use import GaussianModel
 from service.families.base import Family, ModelUse
-from service.families.bootstrap import Resampling, matched_order
+from service.families.bootstrap import Resampling, matched_order, solution_params
 from service.families.limits import Footprint, check_size, check_standard_errors, em_options, standard_error_bytes
 from service.families.render import common_fields, dumps, uncertainty_fields
 from service.plots import gaussian as gaussian_plot
@@ -394,10 +394,6 @@ def replicate(task: GaussianTask, fitted: dict[str, Any], rng: np.random.Generat
     )
 
 
-def params_of(solution: GaussianSolution) -> dict[str, Any]:
-    return solution.params
-
-
 def align(params: dict[str, Any], fitted: dict[str, Any], task: GaussianTask) -> dict[str, Any]:
     """Components matched by their means; a tied covariance is shared and stays as it is."""
     order = matched_order(np.asarray(params["means"]), np.asarray(fitted["means"]))
@@ -421,7 +417,7 @@ FAMILY = Family(
     keep=keep,
     use=MODEL_USE,
     dataset_kind="points",
-    resampling=Resampling(replicate, align, params_of),
+    resampling=Resampling(replicate, align, solution_params),
     plot=gaussian_plot.draw,
     plot_data=gaussian_plot.picture_data,
 )

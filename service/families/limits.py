@@ -134,6 +134,19 @@ class Footprint:
         return self.arrays_bytes + self.trace_numbers * 8 + numbers * _PYTHON_BYTES_PER_NUMBER + self.result_bytes
 
 
+def check_refit_footprint(footprint: Footprint, settings: Settings) -> None:
+    """Refuse a bootstrap whose refits would not fit a worker: a refit holds a resampled copy of the data beside
+    what the fit itself needs (the fit's arrays bound the data)."""
+    limit_mb = settings.worker_memory_limit_mb
+    refit_mb = (footprint.peak_bytes + footprint.arrays_bytes) / 2**20
+    if limit_mb is not None and refit_mb > limit_mb:
+        raise LimitExceeded(
+            f"a bootstrap refit would need about {refit_mb:.0f} MB (the fit and a resampled copy of its data); a fit "
+            f"worker has {limit_mb} MB (fewer points, or no bootstrap)",
+            "bootstrap",
+        )
+
+
 def check_footprint(footprint: Footprint, settings: Settings) -> None:
     """Refuse, before it runs, a fit whose result or memory would exceed the server's limits (a 422 naming why)."""
     result_mb = footprint.result_bytes / 2**20

@@ -334,7 +334,7 @@ class LocalJobManager:
         part_event: str,
     ) -> None:
         first_start = time.monotonic()
-        results = await self._await_parts(active, parts, lambda done: (part_event, orjson.loads(done[-1])))
+        results = await self._await_parts(active, parts, lambda ended: (part_event, orjson.loads(ended)))
         if results is not None:
             result = combine(active.record.id, results, time.monotonic() - first_start)
             self._finish(active, "succeeded", result=result)
@@ -343,18 +343,17 @@ class LocalJobManager:
         self,
         active: _ActiveJob,
         parts: builtins.list[_ActiveJob],
-        event_of: Callable[[builtins.list[bytes]], tuple[str, dict[str, Any]]],
+        event_of: Callable[[bytes], tuple[str, dict[str, Any]]],
     ) -> builtins.list[bytes] | None:
-        """The parts' results in order once all have succeeded, sending ``event_of(the results so far, in the
-        order they ended)`` as each does; None once the job has ended otherwise (a part failed or was
-        cancelled: the others are cancelled and the job ends for that reason)."""
+        """The parts' results in order once all have succeeded, sending ``event_of(a part's result)`` as each
+        succeeds; None once the job has ended otherwise (a part failed or was cancelled: the others are
+        cancelled and the job ends for that reason)."""
 
         async def ended(part: _ActiveJob) -> JobRecord:
             await part.done.wait()  # held here: an ephemeral part leaves the manager's table when it ends
             return part.record
 
         results: builtins.list[bytes | None] = [None] * len(parts)
-        finished: builtins.list[bytes] = []
         index = {part.record.id: i for i, part in enumerate(parts)}
         for done in asyncio.as_completed([ended(part) for part in parts]):
             part = await done
@@ -369,8 +368,7 @@ class LocalJobManager:
                     self._finish(active, "failed", error=error)
                 return None
             results[index[part.id]] = part.result
-            finished.append(part.result)
-            active.add_event(*event_of(finished))
+            active.add_event(*event_of(part.result))
             self._notify(active)
         return [result for result in results if result is not None]
 
@@ -389,7 +387,9 @@ class LocalJobManager:
         active.parts = [part.record.id for part in parts]
         if active.cancel_requested_at is not None:  # cancelled while the parts were being planned
             await self._cancel_parts(active)
-        results = await self._await_parts(active, parts, lambda done: (follow_up.part_event, follow_up.progress(done)))
+        results = await self._await_parts(
+            active, parts, lambda ended: (follow_up.part_event, follow_up.progress(ended))
+        )
         if results is None:
             return
         final = follow_up.combine(result, results)

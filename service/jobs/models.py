@@ -109,7 +109,7 @@ class WorkItem:
 
     ``picture`` (a stored job's) bundles what its pictures need: ``(task, solution, kept model JSON, every start's
     trace arrays) -> bytes``, stored with the job's end. A work item that is not a fit (a picture being drawn) has
-    ``fit`` False: its solution has no outcome to replay.
+    ``fit`` False: its solution has no outcome to replay (a picture being drawn, a bootstrap's batch of refits).
     """
 
     solve: Callable[..., Any]
@@ -126,7 +126,7 @@ class FollowUp:
     """Work that starts from a job's succeeded result and ends before the job does (a bootstrap's refits).
 
     ``parts(result)`` is queued at once as ephemeral ``kind`` jobs spread over the workers; as each succeeds
-    the job sends a ``part_event`` event with ``progress(the parts' results so far)``; when all have,
+    the job sends a ``part_event`` event with ``progress(that part's result)``; when all have,
     ``combine(result, their results in order)`` is the job's result. A part that fails fails the job,
     cancelling the job cancels its parts (as for a group: see ``submit_group``).
     """
@@ -135,7 +135,7 @@ class FollowUp:
     parts: Callable[[bytes], list[WorkItem]]
     combine: Callable[[bytes, list[bytes]], bytes]
     part_event: str
-    progress: Callable[[list[bytes]], dict[str, Any]]
+    progress: Callable[[bytes], dict[str, Any]]
 
 
 class JobError(Exception):
