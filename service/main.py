@@ -24,7 +24,8 @@ from service.api.middleware import RequestContextMiddleware
 from service.api.routing import AllowedMethodsMiddleware
 from service.api.security import UNAUTHORIZED, declare_security, with_security_schemes
 from service.datasets.store import DatasetStore
-from service.jobs.manager import JobLimits, KeepModel, LocalJobManager
+from service.jobs.ending import KeepModel
+from service.jobs.manager import JobLimits, LocalJobManager
 from service.jobs.models import JobRecord
 from service.jobs.store import SQLiteJobStore
 from service.logs import configure_logging

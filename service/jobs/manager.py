@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
+from service.jobs.ending import KeepModel, as_ended, commit_end
 from service.jobs.models import (
     EVERYONE,
     FINAL_STATUSES,
@@ -157,11 +158,6 @@ class _ActiveJob:
 
     def add_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.events.append(JobEvent(len(self.events) + 1, kind, data))
-
-
-# Keeps a succeeded job's model (its record, the model's JSON, whether the job is a synchronous fit's) before the
-# job is shown succeeded; raises a StorageError if it cannot, and the job then fails for that reason.
-KeepModel = Callable[[JobRecord, bytes, bool], None]
 
 
 class LocalJobManager:
@@ -573,42 +569,24 @@ class LocalJobManager:
         picture: bytes | None = None,
     ) -> None:
         """Commit the job's end (a small write, done here), then show it."""
-        ended = _ended(active.record, status, result, error, replay)
-        self._show_end(active, self._store_end(ended, model, active.ephemeral, picture))
+        end = as_ended(active.record, status, result, error, replay)
+        self._show_end(active, self._store_end(end, model, active.ephemeral, picture))
 
     async def _finish_large(
         self, active: _ActiveJob, result: bytes, replay: Replay | None, model: bytes | None, picture: bytes | None
     ) -> None:
-        ended = _ended(active.record, "succeeded", result, None, replay)
-        store_end = partial(self._store_end, ended, model, active.ephemeral, picture)
+        end = as_ended(active.record, "succeeded", result, None, replay)
+        store_end = partial(self._store_end, end, model, active.ephemeral, picture)
         self._show_end(active, await anyio.to_thread.run_sync(store_end))
 
     def _store_end(
-        self, ended: JobRecord, model: bytes | None = None, ephemeral: bool = False, picture: bytes | None = None
+        self, end: JobRecord, model: bytes | None = None, ephemeral: bool = False, picture: bytes | None = None
     ) -> JobRecord:
-        """Commit ``ended`` (and the model a succeeded job keeps; an ephemeral job only that; and what it keeps
-        for pictures); if the store refuses it, commit (and return) the job failed for that reason.
-
-        So "succeeded" is never shown for a result or model that is not stored, and GET, listings and the final
-        event all tell the same status.
-        """
-        try:
-            if ended.status == "succeeded" and model is not None and self.keep_model is not None:
-                self.keep_model(ended, model, ephemeral)
-            if ephemeral:
-                return ended
-            if picture is not None and ended.status == "succeeded":
-                self.store.finish(ended, picture=picture)
-            else:
-                self.store.finish(ended)
-            self._storage_error = None
-            return ended
-        except StorageError as exc:
-            logger.error("could not store the end of job %s: %s", ended.id, exc)
-            failed = _ended(ended, "failed", None, {"type": exc.error_type, "message": str(exc)}, None)
-            if exc.error_type == "storage" or (not ephemeral and not self._write(self.store.finish, failed)):
-                self._storage_error = str(exc)
-            return failed
+        """Commit ``end`` (see :func:`~service.jobs.ending.commit_end`); a store that refuses it is unhealthy."""
+        committed = commit_end(self.store, self.keep_model, end, model, ephemeral, picture)
+        if committed.store_healthy is not None:
+            self._storage_error = committed.reason
+        return committed.record
 
     def _show_end(self, active: _ActiveJob, ended: JobRecord) -> None:
         record = active.record
@@ -700,21 +678,6 @@ class LocalJobManager:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _ended(
-    record: JobRecord, status: JobStatus, result: bytes | None, error: dict[str, str] | None, replay: Replay | None
-) -> JobRecord:
-    """``record`` as it ends: a copy, so the live record changes only once the end is stored."""
-    succeeded = status == "succeeded"
-    return replace(
-        record,
-        status=status,
-        finished_at=time.time(),
-        result=result if succeeded else None,
-        replay=replay if succeeded else None,
-        error=error,
-    )
 
 
 def _has_more(active: _ActiveJob, seen: int) -> bool:

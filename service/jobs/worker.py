@@ -29,7 +29,17 @@ _FLUSH_MAX_EVENTS = 1000
 _WORKER_NICENESS = 5
 
 
-class _WorkerHooks(Hooks):
+class RunHooks(Hooks):
+    """The hooks :func:`execute` needs of a job runner: progress out, cancellation in, every start's trace kept."""
+
+    cancelled: bool
+    traces: StartTraces
+
+    def flush(self) -> None:
+        """Send the iteration events still buffered."""
+
+
+class _WorkerHooks(RunHooks):
     def __init__(self, conn: Connection, job_id: str, seq: int, cancel_seq: Any) -> None:
         self.conn, self.job_id, self.seq, self.cancel_seq = conn, job_id, seq, cancel_seq
         self.buffer: list[IterationEvent] = []
@@ -61,34 +71,41 @@ def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
     job_id, item = assignment.job_id, assignment.item
     conn.send(Started(job_id, time.time()))
     hooks = _WorkerHooks(conn, job_id, assignment.seq, cancel_seq)
+    finished = execute(job_id, item, hooks)
+    conn.send(finished)
+    if finished.worker_exits:
+        raise MemoryError  # the worker exits and is replaced: what the fit took goes back to the system
+
+
+def execute(job_id: str, item: WorkItem, hooks: RunHooks) -> Finished:
+    """Run ``item`` to its end, as any job runner does (a local worker process, a queued job's work horse):
+    solve, render, keep the model and the pictures' data; every way it can end is a :class:`Finished`."""
     try:
         solution = item.solve(item.task, hooks)
         hooks.flush()
         if hooks.cancelled:
-            conn.send(Finished(job_id, "cancelled"))
-            return
+            return Finished(job_id, "cancelled")
         result = item.render(solution, job_id)
         model = None if item.keep is None else item.keep(solution)
         picture = _picture(item, solution, model, hooks, job_id)
         replay = Replay.of(solution.outcome) if item.fit else None
-        conn.send(Finished(job_id, "succeeded", result=result, replay=replay, model=model, picture=picture))
+        return Finished(job_id, "succeeded", result=result, replay=replay, model=model, picture=picture)
     except EMError as exc:
-        conn.send(Finished(job_id, "failed", error=invalid_request(exc)))
+        return Finished(job_id, "failed", error=invalid_request(exc))
     except MemoryError:
         error = {
             "type": "memory_limit",
             "message": "the fit needed more memory than a fit worker may use; fit fewer points or components, "
             "or keep less (trace 'loglik', return_responsibilities false)",
         }
-        conn.send(Finished(job_id, "failed", error=error, worker_exits=True))
-        raise  # the worker exits and is replaced: what the fit took goes back to the system
+        return Finished(job_id, "failed", error=error, worker_exits=True)
     except Exception:
         logger.exception("job %s failed", job_id)
         error = {"type": "internal_error", "message": "the fit failed unexpectedly; the error was logged"}
-        conn.send(Finished(job_id, "failed", error=error))
+        return Finished(job_id, "failed", error=error)
 
 
-def _picture(item: WorkItem, solution: Any, model: bytes | None, hooks: _WorkerHooks, job_id: str) -> bytes | None:
+def _picture(item: WorkItem, solution: Any, model: bytes | None, hooks: RunHooks, job_id: str) -> bytes | None:
     """What the job keeps for its pictures; a failure here costs the job its pictures, never its result."""
     if item.picture is None:
         return None
