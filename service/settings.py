@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     )
     default_job_time_limit_s: float = Field(3600.0, gt=0, description="time budget of an async job that names none")
 
+    # Where jobs, models and datasets live, and where fits run (README "Scaling out").
+    backend: Literal["local", "distributed"] = Field(
+        "local",
+        description="local: SQLite under data_dir and this host's worker processes; distributed: PostgreSQL "
+        "(database_url), a Redis queue (redis_url) and `python -m service.worker` processes on any machine",
+    )
+    database_url: str | None = Field(
+        None, description="PostgreSQL of the distributed backend, e.g. postgresql://em@db:5432/em"
+    )
+    redis_url: str | None = Field(None, description="Redis of the distributed backend, e.g. redis://redis:6379/0")
+    queue_name: str = Field("em-fits", description="the RQ queue the distributed backend's fits wait in")
+    reaper_interval_s: float = Field(
+        2.0, gt=0, description="how often a replica fails running jobs whose worker stopped beating"
+    )
+
     # HTTP edge: authentication, body size, browsers, logs.
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated keys; when set, /v1/* needs one (health stays open)"

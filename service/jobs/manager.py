@@ -431,7 +431,7 @@ class LocalJobManager:
         records, next_cursor = await anyio.to_thread.run_sync(self.store.list, limit, cursor, where)
         # Jobs of this process carry fresher progress in memory than the throttled copy in the store.
         fresh = [self._active[r.id].record if r.id in self._active else r for r in records]
-        return [_without_result(r) for r in fresh], next_cursor
+        return [without_result(r) for r in fresh], next_cursor
 
     async def cancel(self, job_id: str, access: Access = EVERYONE) -> tuple[JobRecord, bool]:
         record = await self.get(job_id, access)
@@ -480,8 +480,8 @@ class LocalJobManager:
                     return
 
     async def _replay_stored(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
-        """A job no longer in memory, from its stored record (see :func:`_stored_events`)."""
-        events = _stored_events(await self.get(job_id))
+        """A job no longer in memory, from its stored record (see :func:`stored_events`)."""
+        events = stored_events(await self.get(job_id))
         for event in [event for event in events if event.id > after] or events[-1:]:
             yield event
 
@@ -685,7 +685,7 @@ def _has_more(active: _ActiveJob, seen: int) -> bool:
     return len(active.events) > seen or active.done.is_set()
 
 
-def _stored_events(record: JobRecord) -> list[JobEvent]:
+def stored_events(record: JobRecord) -> list[JobEvent]:
     """What the store still tells of a job's events, under the ids they had live (see :class:`Replay`).
 
     A job without a replay (failed, cancelled) kept no counts: its final event alone, as event 1.
@@ -706,7 +706,7 @@ def _stored_events(record: JobRecord) -> list[JobEvent]:
     return events
 
 
-def _without_result(record: JobRecord) -> JobRecord:
+def without_result(record: JobRecord) -> JobRecord:
     if record.result is None and record.replay is None:
         return record
     return JobRecord(**{**record.__dict__, "result": None, "replay": None})
