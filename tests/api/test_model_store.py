@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from service.jobs.models import EVERYONE, StorageFull
-from service.models.store import GroupCommit, ModelRecord, ModelStore
+from service.models.store import GroupCommit, ModelRecord, SQLiteModelStore
 
 
 def _record(i: int) -> ModelRecord:
@@ -15,7 +15,7 @@ def _record(i: int) -> ModelRecord:
 
 
 def test_puts_of_one_turn_are_one_commit_and_each_waits_for_it(tmp_path):
-    store = ModelStore(tmp_path, max_per_owner=100)
+    store = SQLiteModelStore(tmp_path, max_per_owner=100)
     batches = []
     original = store.put_many
 
@@ -36,7 +36,7 @@ def test_puts_of_one_turn_are_one_commit_and_each_waits_for_it(tmp_path):
 
 
 def test_a_refused_batch_fails_every_put_in_it_and_stores_none(tmp_path):
-    store = ModelStore(tmp_path, max_per_owner=100)
+    store = SQLiteModelStore(tmp_path, max_per_owner=100)
     store.put(_record(0))
 
     async def main():
