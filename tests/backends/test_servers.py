@@ -33,3 +33,16 @@ def test_missing_binaries_name_the_debian_packages(monkeypatch, tmp_path):
     for make in (servers.PostgresServer, servers.RedisServer):
         with pytest.raises(servers.MissingServer, match="apt-get install -y -qq redis-server postgresql"):
             make(tmp_path)
+
+
+def test_a_persistent_redis_keeps_its_keys_across_a_restart(tmp_path):
+    from tests.servers import RedisServer
+
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    try:
+        redis.Redis.from_url(server.url).set("kept", b"1")
+        server.restart()
+        assert redis.Redis.from_url(server.url).get("kept") == b"1"
+    finally:
+        server.stop()

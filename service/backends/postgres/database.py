@@ -38,7 +38,9 @@ class Database:
     fails with a StorageError. ``reconnect_timeout`` bounds the pool's backoff between reconnection attempts
     (its default, five minutes, could leave a recovered server unused for minutes). After the server was found
     gone, operations fail at once for ``retry_interval_s`` instead of each waiting ``timeout``: a request is
-    answered 503 promptly, and a caller on the event loop is not held meanwhile.
+    answered 503 promptly, and a caller on the event loop is not held meanwhile. A pool that had no connection
+    to give for ``timeout`` counts as gone too, even with the server up: it is overloaded, and shedding requests
+    for a moment is what the 503 is for.
     """
 
     def __init__(
@@ -78,8 +80,12 @@ class Database:
         except PoolTimeout as exc:
             self.pool.close()
             raise StorageError(f"PostgreSQL at {_without_password(self.url)} cannot be reached ({exc})") from exc
-        with self.connection("the database") as connection:
-            self.applied_migrations = migrate(connection)
+        try:
+            with self.connection("the database") as connection:
+                self.applied_migrations = migrate(connection)
+        except BaseException:
+            self.pool.close()
+            raise
         if self.applied_migrations:
             logger.info("applied schema migrations %s", self.applied_migrations)
         return self
