@@ -30,7 +30,7 @@ from service.jobs.models import JobRecord
 from service.jobs.store import SQLiteJobStore
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.models.store import GroupCommit, ModelRecord, ModelStore
+from service.models.store import GroupCommit, ModelRecord, ModelStore, SQLiteModelStore
 from service.settings import Settings
 
 logger = logging.getLogger("service.main")
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker_memory_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
         store = SQLiteJobStore(settings.data_dir)  # first: it locks the data directory for this process
-        models = ModelStore(settings.data_dir, settings.max_models)
+        models = SQLiteModelStore(settings.data_dir, settings.max_models)
         manager = LocalJobManager(store, limits, observer=app_metrics, keep_model=_model_keeper(models))
         await manager.start()
         datasets = DatasetStore(settings.data_dir)

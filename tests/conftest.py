@@ -1,4 +1,4 @@
-"""Shared fixtures: an app with test settings and a client on the ASGI transport."""
+"""Shared fixtures: an app with test settings, a client on the ASGI transport, real Redis and PostgreSQL servers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from service.settings import Settings
+from tests.servers import postgres_server, redis_server  # noqa: F401 - session fixtures: real servers, started on use
+from tests.stores import postgres_database  # noqa: F401 - a clean PostgreSQL database for one test
 
 DO_BATZOGLOU = ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"]
 

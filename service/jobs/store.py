@@ -6,10 +6,8 @@ replicas) only has to implement :class:`JobStore`.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
-import math
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -17,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.jobs.models import JobRecord, JobStatus, Replay, ResultTooLarge, StorageError, StorageFull
+from service.jobs.models import JobRecord, JobStatus, ResultTooLarge, StorageError, StorageFull
+from service.jobs.rows import COLUMNS as _COLUMNS
+from service.jobs.rows import InvalidCursor, decode_cursor, dump, dump_replay, encode_cursor, record_of, row_of
+
+__all__ = ["DataDirInUse", "InvalidCursor", "JobFilter", "JobStore", "SQLiteJobStore", "execute", "newest_first"]
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,6 @@ def newest_first(
     return rows[:limit], (rows[limit - 1][0] if len(rows) > limit else None)
 
 
-class InvalidCursor(ValueError):
-    pass
-
-
 class DataDirInUse(RuntimeError):
     pass
 
@@ -120,8 +118,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 """
-
-_COLUMNS = "id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay, owner"
 
 # Columns added after the first release, for stores created before them: (name, declaration).
 _ADDED_COLUMNS = (("replay", "TEXT"), ("owner", "TEXT"), ("picture", "BLOB"))
@@ -168,27 +164,11 @@ class SQLiteJobStore:
             return execute(self._db, sql, params, "the job store")
 
     def insert(self, record: JobRecord) -> None:
-        self._execute(
-            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.id,
-                record.kind,
-                record.status,
-                record.created_at,
-                record.started_at,
-                record.finished_at,
-                json.dumps(record.request),
-                _dump(record.progress),
-                record.result,
-                _dump(record.error),
-                _dump_replay(record.replay),
-                record.owner,
-            ),
-        )
+        self._execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row_of(record))
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else record_of(row)
 
     def list(
         self, limit: int, cursor: str | None = None, where: JobFilter | None = None
@@ -200,7 +180,7 @@ class SQLiteJobStore:
         params: list[Any] = []
         if cursor is not None:
             conditions.append("(created_at, id) < (?, ?)")
-            params.extend(_decode_cursor(cursor))
+            params.extend(decode_cursor(cursor))
         if where is not None and where.status is not None:
             conditions.append("status = ?")
             params.append(where.status)
@@ -214,8 +194,8 @@ class SQLiteJobStore:
         rows = self._execute(
             f"SELECT {columns} FROM jobs {clause}ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit + 1)
         ).fetchall()
-        records = [_record(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(records[-1]) if len(rows) > limit else None
+        records = [record_of(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(records[-1]) if len(rows) > limit else None
         return records, next_cursor
 
     def mark_running(self, job_id: str, started_at: float) -> None:
@@ -241,10 +221,10 @@ class SQLiteJobStore:
                 record.status,
                 record.started_at,
                 record.finished_at,
-                _dump(record.progress),
+                dump(record.progress),
                 record.result,
-                _dump(record.error),
-                _dump_replay(record.replay),
+                dump(record.error),
+                dump_replay(record.replay),
                 picture,
                 record.id,
             ),
@@ -300,65 +280,3 @@ class SQLiteJobStore:
             self._db.close()
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
-
-
-def _dump(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value)
-
-
-def _load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _dump_replay(replay: Replay | None) -> str | None:
-    return None if replay is None else json.dumps(replay.to_dict())
-
-
-def _record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, kind, status, created_at, started_at, finished_at, request, progress, result, error, replay, owner = row
-    status_value: JobStatus = status
-    return JobRecord(
-        id=job_id,
-        kind=kind,
-        status=status_value,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        request=json.loads(request),
-        progress=_load(progress),
-        result=result,
-        error=_load(error),
-        replay=None if replay is None else Replay.from_dict(json.loads(replay)),
-        owner=owner,
-    )
-
-
-def _encode_cursor(record: JobRecord) -> str:
-    return base64.urlsafe_b64encode(json.dumps([record.created_at, record.id]).encode()).decode()
-
-
-_FOREIGN_CURSOR = "cursor is not one this server handed out; start again without it"
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    """The ``[created_at, id]`` of a cursor :func:`_encode_cursor` made; anything else is an :class:`InvalidCursor`."""
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor))
-    except (ValueError, RecursionError) as exc:
-        # ValueError: not base64, not UTF-8 or not JSON; RecursionError: JSON nested too deep to parse.
-        raise InvalidCursor(_FOREIGN_CURSOR) from exc
-    # Only what _encode_cursor writes gets through: a finite float and an id SQLite can bind. Anything
-    # looser fails later, as a 500 (float() of a 400-digit integer overflows; a lone surrogate cannot bind).
-    match decoded:
-        case [float(created_at), str(job_id)] if math.isfinite(created_at) and _is_utf8(job_id):
-            return created_at, job_id
-    raise InvalidCursor(_FOREIGN_CURSOR)
-
-
-def _is_utf8(text: str) -> bool:
-    """False for a str holding lone surrogates (JSON can spell them: "\\ud800"), which UTF-8 cannot encode."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

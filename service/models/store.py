@@ -1,4 +1,5 @@
-"""Kept models: every succeeded fit's parameters (and every imported set), in SQLite under ``<data_dir>/models``.
+"""Kept models: every succeeded fit's parameters (and every imported set), behind :class:`ModelStore`; in SQLite
+under ``<data_dir>/models`` on a single host (:class:`SQLiteModelStore`).
 
 A model is small (parameters, not data) and written once, before the fit that made it is shown succeeded. It
 lives until its owner deletes it, until it has been neither made nor used for the retention period, or until
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -64,7 +65,25 @@ class ModelRecord:
         return {"id": self.id, "kind": self.kind, **content, "created_at": created, "job_id": self.job_id}
 
 
-class ModelStore:
+class ModelStore(Protocol):
+    """Where kept models live. ``put_many`` is all or none; ``list`` pages newest first (``cursor``: the id of the
+    previous page's last model); ``trim`` and ``expire`` enforce ``max_per_owner`` and retention."""
+
+    max_per_owner: int
+
+    def put(self, record: ModelRecord) -> None: ...
+    def put_many(self, records: list[ModelRecord]) -> None: ...
+    def get(self, model_id: str, access: Access) -> ModelRecord | None: ...
+    def list(self, access: Access, limit: int, cursor: str | None) -> tuple[list[ModelRecord], str | None]: ...
+    def touch(self, model_id: str) -> None: ...
+    def delete(self, model_id: str) -> bool: ...
+    def trim(self, owner: str | None) -> int: ...
+    def expire(self, before: float) -> int: ...
+    def count(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SQLiteModelStore:
     def __init__(self, data_dir: Path, max_per_owner: int) -> None:
         directory = data_dir / "models"
         directory.mkdir(parents=True, exist_ok=True)

@@ -252,12 +252,12 @@ def test_datasets_expire_after_their_retention_counted_from_their_last_fit(tmp_p
         fitted = client.post("/v1/datasets", json={"points": [1.0, 2.0, 3.0]}).json()["id"]
     store = DatasetStore(tmp_path)
     old = time.time() - 10.0
-    store._db.execute("UPDATE datasets SET created_at = ?", (old,))  # both uploaded 10 s ago
+    store.metadata._db.execute("UPDATE datasets SET created_at = ?", (old,))  # both uploaded 10 s ago
     store.touch(fitted)  # ... and one fitted just now
     assert store.expire(time.time() - 5.0, in_use=lambda dataset_id: False) == 1
     assert store.get(fitted, EVERYONE) is not None and store.get(idle, EVERYONE) is None
     assert not store.file(idle).exists()
-    store._db.execute("UPDATE datasets SET created_at = ?, used_at = ?", (old, old))
+    store.metadata._db.execute("UPDATE datasets SET created_at = ?, used_at = ?", (old, old))
     assert store.expire(time.time() - 5.0, in_use=lambda dataset_id: dataset_id == fitted) == 0  # a job fits it
     store.close()
     # On start-up the service expires what is past its retention.
