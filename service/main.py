@@ -23,14 +23,12 @@ from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.routing import AllowedMethodsMiddleware
 from service.api.security import UNAUTHORIZED, declare_security, with_security_schemes
+from service.backends.assemble import open_backend
 from service.datasets.store import DatasetStore
-from service.jobs.ending import KeepModel
-from service.jobs.manager import JobLimits, LocalJobManager
-from service.jobs.models import JobRecord
-from service.jobs.store import SQLiteJobStore
+from service.jobs.manager import JobManager
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.models.store import GroupCommit, ModelRecord, ModelStore, SQLiteModelStore
+from service.models.store import GroupCommit, ModelStore
 from service.settings import Settings
 
 logger = logging.getLogger("service.main")
@@ -52,7 +50,7 @@ _EXPIRY_INTERVAL_S = 3600.0
 
 
 async def _expire_datasets_and_models(
-    datasets: DatasetStore, models: ModelStore, jobs: LocalJobManager, settings: Settings
+    datasets: DatasetStore, models: ModelStore, jobs: JobManager, settings: Settings
 ) -> None:
     """At start-up, then hourly: delete datasets neither uploaded nor fitted within their retention period,
     and models neither made nor used within theirs (and each key's past the cap)."""
@@ -65,14 +63,6 @@ async def _expire_datasets_and_models(
         await asyncio.sleep(_EXPIRY_INTERVAL_S)
 
 
-def _model_keeper(models: ModelStore) -> KeepModel:
-    def keep_model(record: JobRecord, model: bytes, ephemeral: bool) -> None:
-        job_id = None if ephemeral else record.id  # a synchronous fit's job cannot be read back
-        models.put(ModelRecord(record.id, record.owner, record.kind, time.time(), job_id, model))
-
-    return keep_model
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -80,19 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        memory_mb = settings.worker_memory_limit_mb
-        limits = JobLimits(
-            workers=settings.workers,
-            queue_size=settings.queue_size,
-            retention_s=settings.job_retention_s,
-            store_max_bytes=None if settings.store_max_mb is None else settings.store_max_mb * 2**20,
-            worker_memory_bytes=None if memory_mb is None else memory_mb * 2**20,
-        )
-        store = SQLiteJobStore(settings.data_dir)  # first: it locks the data directory for this process
-        models = SQLiteModelStore(settings.data_dir, settings.max_models)
-        manager = LocalJobManager(store, limits, observer=app_metrics, keep_model=_model_keeper(models))
+        backend = open_backend(settings, app_metrics)
+        manager, models, datasets = backend.jobs, backend.models, backend.datasets
         await manager.start()
-        datasets = DatasetStore(settings.data_dir)
         app.state.services = AppServices(settings, manager, app_metrics, datasets, models, GroupCommit(models))
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
@@ -105,8 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             expiry.cancel()
             await manager.stop()
-            datasets.close()
-            models.close()
+            backend.close()
 
     # Swagger UI and ReDoc assets are served by the app itself: /docs works behind a firewall.
     app = FastAPIOffline(

@@ -1,0 +1,90 @@
+"""The stores and job manager of ``EM_BACKEND``: one place that knows which implementation goes with which.
+
+``local`` (the default) needs nothing installed beyond the service; ``distributed`` imports its engines
+(psycopg, redis, rq) only when chosen, so they stay an optional extra (``pip install .[distributed]``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.datasets.store import DatasetStore
+from service.jobs.ending import KeepModel
+from service.jobs.manager import JobLimits, JobManager, JobObserver, LocalJobManager
+from service.jobs.models import JobRecord
+from service.jobs.store import SQLiteJobStore
+from service.models.store import ModelRecord, ModelStore, SQLiteModelStore
+from service.settings import Settings
+
+
+@dataclass
+class Backend:
+    jobs: JobManager
+    models: ModelStore
+    datasets: DatasetStore
+    close: Callable[[], None]  # after the job manager has stopped
+
+
+def keeper_of(models: ModelStore) -> KeepModel:
+    """How a succeeded job keeps its model: a synchronous fit's names no job (it cannot be read back)."""
+
+    def keep_model(record: JobRecord, model: bytes, ephemeral: bool) -> None:
+        job_id = None if ephemeral else record.id
+        models.put(ModelRecord(record.id, record.owner, record.kind, time.time(), job_id, model))
+
+    return keep_model
+
+
+def job_limits(settings: Settings) -> JobLimits:
+    memory_mb = settings.worker_memory_limit_mb
+    return JobLimits(
+        workers=settings.workers,
+        queue_size=settings.queue_size,
+        retention_s=settings.job_retention_s,
+        store_max_bytes=None if settings.store_max_mb is None else settings.store_max_mb * 2**20,
+        worker_memory_bytes=None if memory_mb is None else memory_mb * 2**20,
+    )
+
+
+def open_backend(settings: Settings, observer: JobObserver) -> Backend:
+    if settings.backend == "distributed":
+        return _distributed(settings, observer)
+    store = SQLiteJobStore(settings.data_dir)  # first: it locks the data directory for this process
+    models = SQLiteModelStore(settings.data_dir, settings.max_models)
+    jobs = LocalJobManager(store, job_limits(settings), observer=observer, keep_model=keeper_of(models))
+    datasets = DatasetStore(settings.data_dir)
+
+    def close() -> None:
+        datasets.close()
+        models.close()
+
+    return Backend(jobs, models, datasets, close)
+
+
+def _distributed(settings: Settings, observer: JobObserver) -> Backend:
+    from service.backends.postgres import Database, PostgresDatasetMetadata, PostgresJobStore, PostgresModelStore
+    from service.backends.queued.manager import DistributedJobManager
+
+    if settings.database_url is None or settings.redis_url is None:
+        raise RuntimeError("EM_BACKEND=distributed needs EM_DATABASE_URL (PostgreSQL) and EM_REDIS_URL (Redis)")
+    database = Database(settings.database_url).open()
+    models = PostgresModelStore(database, settings.max_models)
+    jobs = DistributedJobManager(
+        PostgresJobStore(database),
+        job_limits(settings),
+        settings.redis_url,
+        settings.queue_name,
+        observer=observer,
+        keep_model=keeper_of(models),
+        reaper_interval_s=settings.reaper_interval_s,
+    )
+    # Dataset files live under EM_DATA_DIR, which the workers must see at the same path (a shared volume).
+    datasets = DatasetStore(settings.data_dir, PostgresDatasetMetadata(database))
+
+    def close() -> None:
+        datasets.close()
+        database.close()
+
+    return Backend(jobs, models, datasets, close)
