@@ -1,4 +1,4 @@
-"""EM on a Dask LocalCluster (two worker processes) against the local solver on the same data and options.
+"""EM on a Dask LocalCluster (two worker processes, see conftest) against the local solver on the same data and options.
 
 "Equal" is to 1e-10 relative to each array's largest entry: the chunks' sums are added in another order than
 the local pass adds them, which moves results by rounding (about 1e-15 here), not by 1e-10.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,42 +18,18 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, get_task_stream
 
 from service.distributed.dask_em import DaskFit, fit_on_dask
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.gaussian import GaussianMixture, GaussianParams
 from service.em.loop import EMOptions, FitOutcome, Hooks, run_em
+from tests.distributed.conftest import blobs
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 CHUNK_ROWS = 700  # 3000 rows: five chunks, the last one short
 OPTIONS = EMOptions(seed=3, max_iter=15, tol=0)
 RTOL = 1e-10
-
-
-def _blobs(n: int = 3000, seed: int = 0) -> np.ndarray:
-    """Three groups in 3-D, far from the origin (the solvers centre the data: their centres must agree too)."""
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0, 0.0], [4.0, 1.0, -2.0], [-3.0, 5.0, 1.0]])
-    X = centres[rng.integers(3, size=n)] + rng.normal(size=(n, 3)) * rng.uniform(0.5, 1.5, size=3)
-    return X + 100.0
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as connected,
-    ):
-        yield connected
-
-
-@pytest.fixture(scope="module")
-def points(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
-    X = _blobs()
-    path = tmp_path_factory.mktemp("datasets") / "blobs.npy"
-    np.save(path, X)
-    return X, path
 
 
 def _local(X: np.ndarray, n_components: int, options: EMOptions, **model: Any) -> FitOutcome[GaussianParams]:
@@ -123,7 +98,7 @@ def test_given_means_start_from_the_nearest_rows(client: Client, points: tuple[n
 
 def test_one_dimensional_two_components(client: Client, tmp_path: Path) -> None:
     """The local pass's two-component shortcut (one log-density difference per row) on 1-D data, stored 1-D."""
-    X = _blobs(2000, seed=1)[:, 0]
+    X = blobs(2000, seed=1)[:, 0]
     np.save(tmp_path / "line.npy", X)
     fit = _on_dask(client, tmp_path / "line.npy", 2, OPTIONS, covariance_type="full")
     _assert_same_fit(fit.outcome, _local(X, 2, OPTIONS, covariance_type="full"))
@@ -169,7 +144,7 @@ def _assert_released(client: Client) -> None:
 
 
 def test_refuses_missing_values_and_too_few_distinct_points(client: Client, tmp_path: Path) -> None:
-    gaps = _blobs(100)
+    gaps = blobs(100)
     gaps[7, 1] = np.nan
     np.save(tmp_path / "gaps.npy", gaps)
     with pytest.raises(InvalidParameterError, match="missing values"):
