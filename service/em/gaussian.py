@@ -107,7 +107,7 @@ _COVARIANCES: dict[str, Callable[[Statistics, FloatArray, float], FloatArray]] =
 _COINCIDE_RTOL = 1e-6
 
 
-def _extent(X: FloatArray) -> float:
+def _largest_coordinate(X: FloatArray) -> float:
     """The largest |coordinate| of the (centred) data: the scale means are compared on. No n x d temporary,
     and no squares, which would underflow for data of scale 1e-300."""
     return float(max(np.max(X.max(axis=0)), -np.min(X.min(axis=0))))
@@ -207,18 +207,29 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
     return int(covariance_params + n_components * n_features + n_components - 1)
 
 
-class GaussianMixture:
-    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.EMModel`.
+@dataclass(frozen=True)
+class DataSummary:
+    """What a Gaussian mixture knows of its data besides its passes over the rows (taken once, in one pass or two)."""
 
-    Parameters are always in the caller's coordinates; internally the data are centred on their mean
-    (a shift the likelihood does not see), so second moments lose no precision far from the origin.
-    ``dtype="float32"`` runs the passes over the data in single precision (half the memory traffic);
-    the parameters and every sum across chunks stay in double precision.
+    n_observations: int
+    n_features: int
+    shift: FloatArray  # the points' mean: the passes see the points centred on it
+    column_variances: FloatArray  # each dimension's variance about ``shift``
+    extent: float  # the largest |centred coordinate|: the scale coinciding means are compared on
+    gram: FloatArray | None  # tied covariance only: the centred points' Gram matrix X^T X
+
+
+class GaussianMixtureRules:
+    """The hooks of a Gaussian mixture that need only a :class:`DataSummary` of its data, never its rows.
+
+    The M-step, starting arrays a caller gave, the returned fit's warnings, ordering and output. A subclass
+    adds the passes over the rows: :class:`GaussianMixture` in this process, ``service.distributed`` on a Dask
+    cluster. Both then take every step from the same code, so from the same start they walk the same path.
     """
 
     def __init__(
         self,
-        X: FloatArray,
+        summary: DataSummary,
         n_components: int,
         covariance_type: CovarianceType = "full",
         reg_covar: float = 1e-6,
@@ -228,24 +239,15 @@ class GaussianMixture:
         init_weights: Any = None,
         dtype: WorkingDtype = "float64",
     ) -> None:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X[:, None]
-        # The same checks the API process ran before queueing the fit (see gaussian_checks).
-        check_options(X, n_components, covariance_type, reg_covar, dtype)
-        check_enough_distinct_points(X, n_components)
+        self.summary = summary
         self.n_components, self.covariance_type = n_components, covariance_type
         self.reg_covar, self.init_method = reg_covar, init_method
-        self.shift = check_spread(X, dtype)
-        centred = X - self.shift
-        self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
-        # In double precision the design holds the centred data already: keep one copy, not two.
-        self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
-        self.column_variances = column_variances(self.X) if len(self.X) > 1 else np.zeros(self.X.shape[1])
-        self.floor = floor_of(self.column_variances) if len(self.X) > 1 else 1e-10
-        self._gram = self.X.T @ self.X if covariance_type == "tied" else None
+        self.shift = summary.shift
+        self.column_variances = summary.column_variances
+        self.floor = floor_of(self.column_variances) if summary.n_observations > 1 else 1e-10
+        self._gram = summary.gram
         # Caller-given starting arrays, checked now so a bad shape fails before any work.
-        K, d = n_components, self.X.shape[1]
+        K, d = n_components, summary.n_features
         self.given_means = None if init_means is None else shape_means(init_means, K, d, self.shift, MAX_SPREAD[dtype])
         self.given_covariances = (
             None if init_covariances is None else shape_covariances(init_covariances, K, d, covariance_type)
@@ -258,11 +260,11 @@ class GaussianMixture:
 
     @property
     def n_observations(self) -> int:
-        return int(self.X.shape[0])
+        return self.summary.n_observations
 
     @property
     def n_features(self) -> int:
-        return int(self.X.shape[1])
+        return self.summary.n_features
 
     # --- starts ---
 
@@ -275,8 +277,7 @@ class GaussianMixture:
         means, covariances, weights = self.given_means, self.given_covariances, self.given_weights
         if means is None or covariances is None or weights is None:
             centred_means = None if means is None else means - self.shift
-            resp = self._initial_resp(rng) if centred_means is None else self._nearest_resp(centred_means)
-            moments = self._statistics(self._design.moments(resp))
+            moments = self._statistics(self.start_moments(rng, centred_means))
             if centred_means is None:
                 centred_means = moments.first / moments.nk[:, None]
             if covariances is None:
@@ -287,39 +288,12 @@ class GaussianMixture:
         covariances, prec_chol, _ = precisions_from_covariances(covariances, self.covariance_type, self.floor)
         return GaussianParams(weights, means, covariances, prec_chol)
 
-    def _initial_resp(self, rng: np.random.Generator) -> FloatArray:
-        n_samples, K = self.n_observations, self.n_components
-        resp = np.zeros((n_samples, K))
-        if self.init_method == "random":
-            resp = rng.uniform(size=(n_samples, K))
-            resp /= resp.sum(axis=1, keepdims=True)
-        elif self.init_method == "random_from_data":
-            resp[rng.choice(n_samples, size=K, replace=False), np.arange(K)] = 1
-        elif self.init_method == "kmeans++":
-            resp[kmeans_plus_plus(self.X, K, rng), np.arange(K)] = 1
-        else:
-            resp[np.arange(n_samples), self._kmeans_labels(rng)] = 1
-        return resp
+    def start_moments(self, rng: np.random.Generator, centred_means: FloatArray | None) -> Moments:
+        """The sums over the rows of a start's responsibilities: each point to its nearest of ``centred_means``
+        when given, otherwise as the init method assigns them (drawing from ``rng``)."""
+        raise NotImplementedError
 
-    def _kmeans_labels(self, rng: np.random.Generator) -> NDArray[np.intp]:
-        seeds = self.X[kmeans_plus_plus(self.X, self.n_components, rng)]
-        with pywarnings.catch_warnings():
-            # An emptied cluster keeps its seed; its component then starts small and is regularised.
-            pywarnings.simplefilter("ignore")
-            _, labels = kmeans2(self.X, seeds, iter=20, minit="matrix", missing="warn")
-        return labels  # type: ignore[no-any-return]
-
-    def _nearest_resp(self, centred_means: FloatArray) -> FloatArray:
-        resp = np.zeros((self.n_observations, self.n_components))
-        resp[np.arange(self.n_observations), np.argmin(squared_distances(self.X, centred_means), axis=1)] = 1
-        return resp
-
-    # --- the EM hooks ---
-
-    def e_step(self, params: GaussianParams) -> tuple[float, Statistics]:
-        """Log-likelihood at ``params`` and the sums the M-step needs, in one pass over the data."""
-        log_likelihood, moments = self._design.expectation(self._components(params))
-        return log_likelihood, self._statistics(moments)
+    # --- the EM hooks that need no rows ---
 
     def m_step(self, moments: Statistics, params: GaussianParams) -> tuple[GaussianParams, list[str]]:
         centred_means = moments.first / moments.nk[:, None]
@@ -330,10 +304,8 @@ class GaussianMixture:
             collapsed
         )
 
-    def log_responsibilities(self, params: GaussianParams) -> FloatArray:
-        return self._design.log_responsibilities(self._components(params))
-
-    def _components(self, params: GaussianParams) -> Components:
+    def components(self, params: GaussianParams) -> Components:
+        """What a pass over the (centred) rows needs of ``params``."""
         return Components(params.means - self.shift, params.precisions_cholesky, params.weights)
 
     def _statistics(self, moments: Moments) -> Statistics:
@@ -353,6 +325,10 @@ class GaussianMixture:
         ]
 
     # --- the returned fit's own warnings ---
+
+    def _extent(self) -> float:
+        """The largest |centred coordinate| (see :class:`DataSummary`)."""
+        return self.summary.extent
 
     def diagnose(self, params: GaussianParams) -> list[str]:
         """Components that explain no data, that collapsed onto repeated values, and that coincide (one group
@@ -398,7 +374,7 @@ class GaussianMixture:
         ]
 
     def _coincidence_warnings(self, params: GaussianParams) -> list[str]:
-        extent = _extent(self.X)
+        extent = self._extent()
         covariances = None if self.covariance_type == "tied" else params.covariances
         groups = _coincident_groups(params.means - self.shift, covariances, extent)
         # Squares of such data underflow: every point looks alike to every component.
@@ -442,3 +418,95 @@ class GaussianMixture:
         if self.covariance_type == "tied":
             return np.full(self.n_components, float(covariances.reshape(-1)[0]))
         return covariances.reshape(self.n_components)
+
+
+class GaussianMixture(GaussianMixtureRules):
+    """A Gaussian mixture over the rows of ``X``; fills the hooks of :class:`service.em.loop.EMModel`.
+
+    Parameters are always in the caller's coordinates; internally the data are centred on their mean
+    (a shift the likelihood does not see), so second moments lose no precision far from the origin.
+    ``dtype="float32"`` runs the passes over the data in single precision (half the memory traffic);
+    the parameters and every sum across chunks stay in double precision.
+    """
+
+    def __init__(
+        self,
+        X: FloatArray,
+        n_components: int,
+        covariance_type: CovarianceType = "full",
+        reg_covar: float = 1e-6,
+        init_method: InitMethod = "kmeans",
+        init_means: Any = None,
+        init_covariances: Any = None,
+        init_weights: Any = None,
+        dtype: WorkingDtype = "float64",
+    ) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        # The same checks the API process ran before queueing the fit (see gaussian_checks).
+        check_options(X, n_components, covariance_type, reg_covar, dtype)
+        check_enough_distinct_points(X, n_components)
+        shift = check_spread(X, dtype)
+        centred = X - shift
+        self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
+        # In double precision the design holds the centred data already: keep one copy, not two.
+        self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
+        summary = DataSummary(
+            n_observations=int(self.X.shape[0]),
+            n_features=int(self.X.shape[1]),
+            shift=shift,
+            column_variances=column_variances(self.X) if len(self.X) > 1 else np.zeros(self.X.shape[1]),
+            extent=np.nan,  # taken when asked (see _extent): only the returned fit's warnings need it
+            gram=self.X.T @ self.X if covariance_type == "tied" else None,
+        )
+        super().__init__(
+            summary, n_components, covariance_type, reg_covar, init_method, init_means, init_covariances,
+            init_weights, dtype,
+        )  # fmt: skip
+
+    # --- starts ---
+
+    def start_moments(self, rng: np.random.Generator, centred_means: FloatArray | None) -> Moments:
+        resp = self._initial_resp(rng) if centred_means is None else self._nearest_resp(centred_means)
+        return self._design.moments(resp)
+
+    def _initial_resp(self, rng: np.random.Generator) -> FloatArray:
+        n_samples, K = self.n_observations, self.n_components
+        resp = np.zeros((n_samples, K))
+        if self.init_method == "random":
+            resp = rng.uniform(size=(n_samples, K))
+            resp /= resp.sum(axis=1, keepdims=True)
+        elif self.init_method == "random_from_data":
+            resp[rng.choice(n_samples, size=K, replace=False), np.arange(K)] = 1
+        elif self.init_method == "kmeans++":
+            resp[kmeans_plus_plus(self.X, K, rng), np.arange(K)] = 1
+        else:
+            resp[np.arange(n_samples), self._kmeans_labels(rng)] = 1
+        return resp
+
+    def _kmeans_labels(self, rng: np.random.Generator) -> NDArray[np.intp]:
+        seeds = self.X[kmeans_plus_plus(self.X, self.n_components, rng)]
+        with pywarnings.catch_warnings():
+            # An emptied cluster keeps its seed; its component then starts small and is regularised.
+            pywarnings.simplefilter("ignore")
+            _, labels = kmeans2(self.X, seeds, iter=20, minit="matrix", missing="warn")
+        return labels  # type: ignore[no-any-return]
+
+    def _nearest_resp(self, centred_means: FloatArray) -> FloatArray:
+        resp = np.zeros((self.n_observations, self.n_components))
+        resp[np.arange(self.n_observations), np.argmin(squared_distances(self.X, centred_means), axis=1)] = 1
+        return resp
+
+    # --- the EM hooks ---
+
+    def e_step(self, params: GaussianParams) -> tuple[float, Statistics]:
+        """Log-likelihood at ``params`` and the sums the M-step needs, in one pass over the data."""
+        log_likelihood, moments = self._design.expectation(self.components(params))
+        return log_likelihood, self._statistics(moments)
+
+    def log_responsibilities(self, params: GaussianParams) -> FloatArray:
+        return self._design.log_responsibilities(self.components(params))
+
+    def _extent(self) -> float:
+        return _largest_coordinate(self.X)

@@ -64,6 +64,11 @@ def check_options(
         raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
     if not np.all(np.isfinite(X)):
         raise InvalidParameterError("points must be finite numbers (no NaN or Infinity)", "points")
+    check_model_options(n_components, covariance_type, reg_covar, dtype)
+
+
+def check_model_options(n_components: int, covariance_type: str, reg_covar: float, dtype: WorkingDtype) -> None:
+    """The options' own checks, which need no points (a fit whose points live elsewhere checks those apart)."""
     if covariance_type not in COVARIANCE_TYPES:
         raise InvalidParameterError(f"unknown covariance_type {covariance_type!r}", "covariance_type")
     if not (reg_covar >= 0 and np.isfinite(reg_covar)):
@@ -85,8 +90,14 @@ def not_positive_definite(collapsed: list[int], floor: float) -> InvalidParamete
 def check_spread(X: FloatArray, dtype: WorkingDtype) -> FloatArray:
     """The points' mean, after checking every point lies within the working dtype's spread of it."""
     shift: FloatArray = X.mean(axis=0)
+    check_spread_about(shift, X.min(axis=0), X.max(axis=0), dtype)
+    return shift
+
+
+def check_spread_about(shift: FloatArray, column_min: FloatArray, column_max: FloatArray, dtype: WorkingDtype) -> None:
+    """``check_spread`` from the points' mean and each column's least and largest value."""
     # max |x - mean| per column is reached at the column's min or max: no n x d temporary needed.
-    spread = float(max(np.max(X.max(axis=0) - shift), np.max(shift - X.min(axis=0))))
+    spread = float(max(np.max(column_max - shift), np.max(shift - column_min)))
     max_spread = MAX_SPREAD[dtype]
     if not (np.all(np.isfinite(shift)) and spread <= max_spread):
         raise InvalidParameterError(
@@ -94,7 +105,6 @@ def check_spread(X: FloatArray, dtype: WorkingDtype) -> FloatArray:
             f"squared distances stay finite in {dtype}; rescale the data",
             "points",
         )
-    return shift
 
 
 def column_variances(X: FloatArray, shift: FloatArray | None = None) -> FloatArray:

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from service.datasets.parse import as_rows, map_points
 from service.em.errors import InvalidParameterError
-from service.em.gaussian import GaussianMixture, GaussianParams, n_parameters
+from service.em.gaussian import GaussianMixture, GaussianMixtureRules, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
 from service.em.gaussian_information import gaussian_uncertainty, n_free_parameters, reported_maps
 from service.em.gaussian_missing import MissingGaussianMixture, check_missing
@@ -222,8 +222,6 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
     # Given starting means keep the caller's order; otherwise results come in canonical order.
     options = replace(task.options, canonical_order=task.init_means is None)
     outcome = run_em(model, options, hooks)
-    n_samples = model.n_observations
-    n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
     uncertainty = None
     if task.standard_errors and isinstance(model, GaussianMixture):
         params = outcome.params
@@ -232,6 +230,27 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
             np.exp(outcome.log_resp), outcome.converged,
         )  # fmt: skip
         outcome.warnings.extend(uncertainty.warnings)
+    return solution_of(
+        task,
+        model,
+        outcome,
+        uncertainty=uncertainty,
+        imputed=_imputed(model, outcome) if task.return_imputed else None,
+        n_missing=int(np.count_nonzero(np.isnan(task.X))) if isinstance(model, MissingGaussianMixture) else 0,
+    )
+
+
+def solution_of(
+    task: GaussianTask,
+    model: GaussianMixtureRules | MissingGaussianMixture,
+    outcome: FitOutcome[GaussianParams],
+    uncertainty: Uncertainty | None = None,
+    imputed: FloatArray | None = None,
+    n_missing: int = 0,
+) -> GaussianSolution:
+    """The solution of a fit that ran, locally or elsewhere (``service.distributed``): what is reported of it."""
+    n_samples = model.n_observations
+    n_params = n_parameters(task.n_components, model.n_features, task.covariance_type)
     return GaussianSolution(
         outcome=outcome,
         covariance_type=task.covariance_type,
@@ -244,8 +263,8 @@ def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
         labels=np.argmax(outcome.log_resp, axis=1) if task.return_labels else None,
         responsibilities=np.exp(outcome.log_resp) if task.return_responsibilities else None,
         uncertainty=uncertainty,
-        imputed=_imputed(model, outcome) if task.return_imputed else None,
-        n_missing=int(np.count_nonzero(np.isnan(task.X))) if isinstance(model, MissingGaussianMixture) else 0,
+        imputed=imputed,
+        n_missing=n_missing,
     )
 
 
