@@ -157,7 +157,8 @@ class ApiChannel:
         self.client = client
         self._append = client.register_script(_APPEND)
 
-    async def read(self, job_id: str, after: int, block_ms: int) -> list[StreamEvent]:
+    async def read(self, job_id: str, after: int, block_ms: int | None) -> list[StreamEvent]:
+        """Events after ``after``; waits up to ``block_ms`` for one (None: does not wait)."""
         reply = await self.client.xread({key(job_id, "events"): f"0-{after}"}, count=1000, block=block_ms)
         return parse_entries(reply)
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import anyio
@@ -160,7 +161,10 @@ class DistributedJobManager:
         follow_up: FollowUp | None = None,
     ) -> JobRecord:
         """Queue a job on Redis, stored first (a StorageError if PostgreSQL or Redis refuses it: 503)."""
-        return await anyio.to_thread.run_sync(self._submit, kind, item, request, owner, ephemeral, follow_up)
+        record = await anyio.to_thread.run_sync(self._submit, kind, item, request, owner, ephemeral, follow_up)
+        if follow_up is not None:
+            self._coordinate(record, ephemeral, partial(self._run_follow_up, follow_up=follow_up))
+        return record
 
     def _submit(
         self,
@@ -190,8 +194,6 @@ class DistributedJobManager:
                 self._sync_redis.expire(users, job.running_ttl_s)
             self._dataset_of[record.id] = dataset
         self._enqueue(job)
-        if follow_up is not None:
-            self._coordinate(record, ephemeral, lambda c: self._run_follow_up(c, follow_up))
         return record
 
     def _enqueue(self, job: QueuedJob) -> None:
@@ -368,7 +370,7 @@ class DistributedJobManager:
                         yield event
                     return
                 done = await self._channel.has_ended(job_id)
-                batch = await self._channel.read(job_id, seen, block_ms=0 if done else 5000)
+                batch = await self._channel.read(job_id, seen, block_ms=None if done else 5000)
                 if not batch and done:  # at or past the end: its final event alone
                     batch = await self._channel.last(job_id)
             for entry in batch:
@@ -589,15 +591,22 @@ class DistributedJobManager:
         return await anyio.to_thread.run_sync(lambda: _rq_status(self._sync_redis, job_id) is not None)
 
     def _lost_ephemeral(self, job_id: str) -> bool:
-        """An ephemeral job with no end that no worker will end (Redis lost it, or its worker died)."""
+        """An ephemeral job with no end that no worker will end: Redis lost it, or its worker died (its beat has
+        stopped, or RQ saw its horse die, for longer than a beat lasts: the worker's own handler had its chance)."""
+        try:
+            job: Job | None = Job.fetch(job_id, connection=self._sync_redis)
+        except NoSuchJobError:
+            job = None
         if self._sync_redis.exists(_end_key(job_id)):
-            return False
-        status = _rq_status(self._sync_redis, job_id)
-        if status is None:
+            return False  # (read after the job: a job RQ dropped on finishing has its end by then)
+        if job is None:
             return True
+        status = job.get_status()
+        since = job.ended_at or job.started_at
+        long_ago = since is not None and time.time() - since.timestamp() > BEAT_TTL_S
         if status == JobStatus.STARTED:
-            return not self._sync_redis.exists(f"em:{{{job_id}}}:beat")
-        return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+            return long_ago and not self._sync_redis.exists(f"em:{{{job_id}}}:beat")
+        return long_ago and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
     def _unfinished(self, status: str) -> builtins.list[JobRecord]:
         records, _ = self.store.list(1000, None, JobFilter(status=status))  # type: ignore[arg-type]
