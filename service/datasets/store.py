@@ -152,7 +152,12 @@ class DatasetStore:
 
     def add(self, record: DatasetRecord, npy_file: Path) -> None:
         os.replace(npy_file, self.file(record.id))
-        self.metadata.insert(record)
+        try:
+            self.metadata.insert(record)
+        except BaseException:
+            # Refused (a database down, say): the file would be an orphan until the next start; remove it now.
+            self.file(record.id).unlink(missing_ok=True)
+            raise
 
     def get(self, dataset_id: str, access: Access) -> DatasetRecord | None:
         record = self.metadata.get(dataset_id)
