@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(None, description="Redis of the distributed backend, e.g. redis://redis:6379/0")
     queue_name: str = Field("em-fits", description="the RQ queue the distributed backend's fits wait in")
+    dask_scheduler: str | None = Field(
+        None, description="a Dask scheduler (tcp://host:8786) for data-parallel fits of large stored datasets"
+    )
+    dask_min_rows: int | None = Field(
+        None, ge=1, description="a distributed job fitting a stored dataset of more rows than this runs on Dask"
+    )
+    storage_url: str | None = Field(
+        None,
+        description="where Dask workers read stored datasets (a shared path or an fsspec URL such as s3://bucket/"
+        "datasets; default: the datasets folder under data_dir)",
+    )
     reaper_interval_s: float = Field(
         2.0, gt=0, description="how often a replica fails running jobs whose worker stopped beating"
     )

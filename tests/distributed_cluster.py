@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from service.backends.postgres import Database
 from service.settings import Settings
 from tests.servers import PostgresServer, RedisServer
 
@@ -28,6 +29,7 @@ class Cluster:
         self.redis, self.postgres = redis_server, postgres_server
         name = "em_" + secrets.token_hex(4)
         self.database_url = postgres_server.create_database(name)
+        Database(self.database_url).open().close()  # migrated once, so a reset has tables to empty
         self.queue_name = name
         self.data_dir = data_dir
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -70,6 +72,23 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
+    def reset(self) -> None:
+        """Between tests: no job, model or dataset left, nothing queued; a job still running is cancelled."""
+        import psycopg
+        import redis
+        from rq import Queue
+
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            connection.execute("TRUNCATE jobs, models, datasets, store_probe")
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            Queue(self.queue_name, connection=client).empty()
+            for job_key in client.scan_iter(match="em:*:beat"):
+                job_id = job_key.decode().split("{")[1].split("}")[0]
+                client.set(f"em:{{{job_id}}}:cancel", b"1", ex=600)
+        finally:
+            client.close()
+
     def worker_log(self) -> str:
         return "\n".join(log.read_text(errors="replace")[-4000:] for log in self._logs)
 
@@ -98,3 +117,16 @@ def cluster(redis_server: RedisServer, postgres_server: PostgresServer, workers:
             yield running
         finally:
             running.stop()
+
+
+def forget_live_events(settings: Settings, job_id: str) -> None:
+    """On the distributed backend, drop what Redis holds of a job (as its expiry would); locally, nothing."""
+    if settings.backend != "distributed" or settings.redis_url is None:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.delete(*client.keys(f"em:{{{job_id}}}:*"))
+    finally:
+        client.close()

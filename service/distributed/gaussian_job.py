@@ -54,3 +54,22 @@ def solve_on_dask(
         chunk_rows=chunk_rows, storage_options=storage_options,
     )  # fmt: skip
     return solution_of(task, fit.model, fit.outcome)
+
+
+def dask_solver(task: object, scheduler: str | None, min_rows: int | None, storage_url: str | None) -> Any:
+    """``solve(task, hooks)`` on Dask for a gaussian fit of a stored dataset with more rows than ``min_rows``
+    (None: the fit runs where it is, as any other). What Dask does not do (standard errors, imputed points,
+    missing values) stays local rather than being refused."""
+    if not isinstance(task, GaussianTask) or task.data_file is None:
+        return None
+    if task.standard_errors or task.return_imputed or task.missing_patterns:
+        return None
+    if not runs_on_dask(int(task.X.shape[0]), scheduler, min_rows):
+        return None
+    assert scheduler is not None
+    url = dataset_url(storage_url or str(task.data_file.parent), task.data_file.stem)
+
+    def solve(task: GaussianTask, hooks: Hooks | None = None) -> GaussianSolution:
+        return solve_on_dask(task, scheduler, url, hooks)
+
+    return solve

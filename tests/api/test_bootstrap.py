@@ -30,7 +30,7 @@ def _run(client: TestClient, kind: str, body: dict) -> dict:
     job = client.post(f"/v1/jobs/{kind}", json=body)
     assert job.status_code == 202, job.text
     done = wait_until(lambda: finished_job(client, job.json()["id"]), timeout_s=120)
-    assert done["status"] == "succeeded", done
+    assert done["status"] == "succeeded", done["error"]
     return done
 
 

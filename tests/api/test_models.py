@@ -75,12 +75,10 @@ def test_a_fit_on_a_worker_and_a_job_keep_their_models(tmp_path):
 
 
 def test_a_model_that_cannot_be_stored_fails_the_fit(client, monkeypatch):
-    from service.models.store import SQLiteModelStore
-
     def refuse(self, records):
         raise StorageFull("database or disk is full")
 
-    monkeypatch.setattr(SQLiteModelStore, "put_many", refuse)
+    monkeypatch.setattr(type(client.app.state.services.models), "put_many", refuse)  # SQLite's or PostgreSQL's
     response = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
     assert response.status_code == 507 and "full" in response.json()["detail"]
 

@@ -10,8 +10,10 @@ Keys of job ``id`` (the ``{id}`` hash tag keeps them in one slot of a Redis clus
 - ``em:{id}:beat`` -- refreshed while the job runs (a short expiry): a replica's reaper fails a running job whose
   beat has gone, i.e. whose worker machine died.
 - ``em:{id}:end`` -- a hash: ``status``, ``error`` (JSON), ``result`` (bytes, for an end the API reads back:
-  an ephemeral job's), ``handed`` (a pickled Finished a coordinator takes over: a fit with a follow-up).
-- ``em:{id}:done`` -- a list pushed once, at the end: a waiting replica blocks on it (BLPOP), not on the stream.
+  an ephemeral job's).
+- ``em:{id}:done`` -- a list pushed once, at the end: a waiting replica blocks on it, not on the stream.
+- ``em:{id}:handed`` -- a list holding one pickled Finished: a fit with a follow-up hands its success to the
+  coordinating replica, which ends the job later (so this is no end: ``done`` stays unset).
 
 Everything expires: while the job may run, an hour past its time limit; after its end, ``END_TTL_S``; later
 followers are served from the stored job (its replay).
@@ -84,7 +86,6 @@ class End:
     status: str
     error: dict[str, str] | None
     result: bytes | None
-    handed: Finished | None = None
 
 
 def _end_fields(status: str, error: dict[str, str] | None, result: bytes | None) -> dict[str | bytes, bytes]:
@@ -97,13 +98,7 @@ def _end_fields(status: str, error: dict[str, str] | None, result: bytes | None)
 def read_end(fields: Any) -> End | None:
     if not fields:
         return None
-    handed = fields.get(b"handed")
-    return End(
-        status=fields[b"status"].decode(),
-        error=orjson.loads(fields[b"error"]),
-        result=fields.get(b"result"),
-        handed=pickle.loads(handed) if handed else None,  # written by our own workers only
-    )
+    return End(status=fields[b"status"].decode(), error=orjson.loads(fields[b"error"]), result=fields.get(b"result"))
 
 
 class WorkerChannel:
@@ -135,9 +130,11 @@ class WorkerChannel:
 
     def hand_back(self, finished: Finished) -> None:
         """A fit whose end a coordinator commits (it runs the fit's follow-up): no final event from here."""
-        self._finish_end(
-            self.client.pipeline(), {"status": b"handed", "error": b"null", "handed": pickle.dumps(finished)}
-        )
+        pipe = self.client.pipeline()
+        pipe.rpush(key(self.job_id, "handed"), pickle.dumps(finished))
+        pipe.expire(key(self.job_id, "handed"), END_TTL_S)
+        pipe.delete(key(self.job_id, "beat"))  # the coordinator beats for the job from now on
+        pipe.execute()
 
     def _finish_end(self, pipe: Any, fields: dict[str | bytes, bytes]) -> None:
         end, done = key(self.job_id, "end"), key(self.job_id, "done")
@@ -204,6 +201,12 @@ class ApiChannel:
             if popped is None:
                 return None
         return read_end(await self.client.hgetall(key(job_id, "end")))
+
+    async def handed(self, job_id: str, timeout_s: float) -> Finished | None:
+        """A fit's success handed back by its worker (None if not within ``timeout_s``)."""
+        handed = key(job_id, "handed")
+        moved = await self.client.blmove(handed, handed, timeout_s, "LEFT", "RIGHT")  # type: ignore[arg-type]
+        return None if moved is None else pickle.loads(moved)  # type: ignore[arg-type]  # our own workers wrote it
 
     async def ask_cancel(self, job_id: str, ttl_s: int) -> None:
         await self.client.set(key(job_id, "cancel"), b"1", ex=ttl_s)

@@ -119,8 +119,8 @@ def _beating(channel: WorkerChannel) -> Iterator[None]:
 
 def run_queued(job: QueuedJob) -> None:
     """The RQ job function: run the job, publish its events, commit its end."""
-    record = job.record
-    memory_mb = Settings().worker_memory_limit_mb
+    record, settings = job.record, Settings()
+    memory_mb = settings.worker_memory_limit_mb
     limit_memory(None if memory_mb is None else memory_mb * 2**20)  # this horse only: it is forked per job
     client = redis.Redis.from_url(job.redis_url)
     channel = WorkerChannel(client, record.id, job.running_ttl_s)
@@ -135,7 +135,7 @@ def run_queued(job: QueuedJob) -> None:
                 stores.write(stores.jobs.mark_running, record.id, started_at)
             hooks = _QueuedHooks(channel, stores)
             began = time.monotonic()
-            finished = execute(record.id, job.item, hooks)
+            finished = execute(record.id, _placed(job.item, settings), hooks)
             finished = _stuck_past_time_limit(finished, time.monotonic() - began, job.item.time_limit_s)
             if job.hand_back and finished.status == "succeeded":
                 channel.hand_back(finished)
@@ -145,6 +145,16 @@ def run_queued(job: QueuedJob) -> None:
         if stores is not None:
             stores.close()
         client.close()
+
+
+def _placed(item: WorkItem, settings: Settings) -> WorkItem:
+    """``item``, solved on the Dask cluster when it is a fit of a stored dataset past ``EM_DASK_MIN_ROWS``."""
+    if settings.dask_scheduler is None:
+        return item
+    from service.distributed.gaussian_job import dask_solver  # Dask is imported only where a cluster is set
+
+    solve = dask_solver(item.task, settings.dask_scheduler, settings.dask_min_rows, settings.storage_url)
+    return item if solve is None else replace(item, solve=solve)
 
 
 def _end(

@@ -425,11 +425,15 @@ class DistributedJobManager:
     async def _run_follow_up(self, coordinated: _Coordinated, follow_up: FollowUp) -> None:
         """The job's fit runs on a worker, which hands a success back; then the follow-up's parts, then the end."""
         job_id = coordinated.record.id
-        end = await self._wait_end(job_id)
-        if end.handed is None:  # the fit failed or was cancelled: its worker ended the job
-            coordinated.ended.set_result(await self._end_record(coordinated, end))
-            return
-        fit = end.handed
+        while True:
+            with _redis_errors():
+                fit = await self._channel.handed(job_id, 1.0)
+                end = None if fit is not None else await self._channel.wait_end(job_id, 0.01)
+            if fit is not None:
+                break
+            if end is not None:  # the fit failed or was cancelled: its worker ended the job
+                coordinated.ended.set_result(await self._end_record(coordinated, end))
+                return
         assert fit.result is not None
         part_request = {**coordinated.record.request, "group": job_id}
         owner = coordinated.record.owner
