@@ -1,4 +1,6 @@
 # EM fitting service. Build deps live only in the builder; the runtime image holds Python, the venv and the app.
+# One image for every role: the API (CMD below, EM_BACKEND=local by default), and with the `distributed` extra
+# installed also the RQ fit workers (`python -m service.worker`) and the Dask scheduler and workers (`dask ...`).
 # Extra CA certificates (for a build behind a TLS-intercepting proxy) go in ./certs and reach the builder only.
 
 FROM debian:bookworm-slim AS builder
@@ -14,7 +16,7 @@ RUN python3 -m venv /opt/venv
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN /opt/venv/bin/pip install . \
+RUN /opt/venv/bin/pip install '.[distributed]' \
  && find /opt/venv -depth \( -name tests -o -name __pycache__ \) -type d -exec rm -rf {} + \
  && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/setuptools
 
