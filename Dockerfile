@@ -1,4 +1,6 @@
 # EM fitting service. Build deps live only in the builder; the runtime image holds Python, the venv and the app.
+# One image for every role: the API (CMD below, EM_BACKEND=local by default), and with the `distributed` extra
+# installed also the RQ fit workers (`python -m service.worker`) and the Dask scheduler and workers (`dask ...`).
 # Extra CA certificates (for a build behind a TLS-intercepting proxy) go in ./certs and reach the builder only.
 
 FROM debian:bookworm-slim AS builder
@@ -14,9 +16,20 @@ RUN python3 -m venv /opt/venv
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN /opt/venv/bin/pip install . \
+# Trimmed after the install: tests, bytecode caches, pip; C/C++/Cython headers and sources (nothing is compiled at
+# run time; about 20 MB, mostly pyarrow's); and the wheel's three identical copies of each pyarrow lib*.so, which
+# pip cannot install as symlinks, made symlinks again (about 5 MB).
+RUN /opt/venv/bin/pip install '.[distributed]' \
  && find /opt/venv -depth \( -name tests -o -name __pycache__ \) -type d -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/setuptools
+ && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/setuptools \
+ && rm -rf /opt/venv/lib/python3*/site-packages/pyarrow/include /opt/venv/lib/python3*/site-packages/pyarrow/src \
+ && find /opt/venv \( -name '*.pxd' -o -name '*.pyx' -o -name '*.pxi' -o -name '*.h' -o -name '*.hpp' \
+      -o -name '*.cc' -o -name '*.c' \) -type f -delete \
+ && for full in /opt/venv/lib/python3*/site-packages/pyarrow/lib*.so.*.*.*; do \
+      for alias in "${full%.so.*}.so" "${full%.*.*}"; do \
+        if [ -f "$alias" ] && [ ! -L "$alias" ] && cmp -s "$alias" "$full"; then ln -sf "${full##*/}" "$alias"; fi; \
+      done; \
+    done
 
 FROM debian:bookworm-slim
 # apt-get clean: a locally debootstrapped base lacks the official image's hook that drops downloaded .debs.

@@ -56,8 +56,10 @@ client-models: $(TEST_STAMP)
 	$(BIN)/python client/scripts/unasync.py
 
 # Build the image, run it with compose, check the numbers and a restart, tear down (needs Docker).
+# The single container (the default service), then the compose profile `cluster` (the distributed backend).
 container-test:
 	bash scripts/container-test.sh
+	bash scripts/cluster-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

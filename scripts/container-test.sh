@@ -43,6 +43,10 @@ compose build --quiet 2>/dev/null || compose build
 log "image size: $(docker image inspect em-service:latest --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
 compose up -d
 wait_healthy
+# Without --profile only the default service starts: the `cluster` profile's services stay down.
+running=$(docker ps -q --filter "label=com.docker.compose.project=$project" | wc -l)
+[[ $running == 1 ]] || { log "FAIL: $running containers started without a profile, expected only em"; exit 1; }
+log "only em started without a profile"
 
 uid=$(docker exec "$(compose ps -q em)" id -u)
 [[ $uid != 0 ]] || { log "FAIL: the service runs as root"; exit 1; }
