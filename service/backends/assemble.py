@@ -63,6 +63,9 @@ def open_backend(settings: Settings, observer: JobObserver) -> Backend:
     return Backend(jobs, models, datasets, close)
 
 
+_ORPHAN_GRACE_S = 3600.0  # a replica starting must not remove another's upload in progress
+
+
 def _distributed(settings: Settings, observer: JobObserver) -> Backend:
     from service.backends.postgres import Database, PostgresDatasetMetadata, PostgresJobStore, PostgresModelStore
     from service.backends.queued.manager import DistributedJobManager
@@ -81,7 +84,7 @@ def _distributed(settings: Settings, observer: JobObserver) -> Backend:
         reaper_interval_s=settings.reaper_interval_s,
     )
     # Dataset files live under EM_DATA_DIR, which the workers must see at the same path (a shared volume).
-    datasets = DatasetStore(settings.data_dir, PostgresDatasetMetadata(database))
+    datasets = DatasetStore(settings.data_dir, PostgresDatasetMetadata(database), orphan_grace_s=_ORPHAN_GRACE_S)
 
     def close() -> None:
         datasets.close()

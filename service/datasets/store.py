@@ -133,11 +133,14 @@ class SQLiteDatasetMetadata:
 class DatasetStore:
     """The files under ``<data_dir>/datasets`` and their records in ``metadata`` (by default SQLite beside them)."""
 
-    def __init__(self, data_dir: Path, metadata: DatasetMetadata | None = None) -> None:
+    def __init__(self, data_dir: Path, metadata: DatasetMetadata | None = None, orphan_grace_s: float = 0.0) -> None:
         self.directory = data_dir / "datasets"
         self.incoming = self.directory / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.metadata = metadata or SQLiteDatasetMetadata(self.directory / "datasets.sqlite3")
+        # On storage shared by several API replicas, a file without a record may be another replica's upload in
+        # progress (its record comes just after the file): only files older than this are orphans.
+        self.orphan_grace_s = orphan_grace_s
         self._remove_orphans()
 
     def close(self) -> None:
@@ -185,8 +188,17 @@ class DatasetStore:
     def _remove_orphans(self) -> None:
         """Uploads cut off by a crash, and files whose record was deleted just before one."""
         known = self.metadata.ids()
+        settled = time.time() - self.orphan_grace_s
         for path in self.incoming.glob("*.part"):
-            path.unlink(missing_ok=True)
-        for path in self.directory.glob("*.npy"):
-            if path.stem not in known:
+            if _older_than(path, settled):
                 path.unlink(missing_ok=True)
+        for path in self.directory.glob("*.npy"):
+            if path.stem not in known and _older_than(path, settled):
+                path.unlink(missing_ok=True)
+
+
+def _older_than(path: Path, moment: float) -> bool:
+    try:
+        return path.stat().st_mtime <= moment
+    except FileNotFoundError:
+        return False

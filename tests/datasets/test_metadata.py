@@ -3,6 +3,7 @@ behaviour on both backends."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -79,6 +80,24 @@ def test_a_file_whose_record_is_gone_is_removed_at_the_next_start(open_store):
     assert reopened.file("kept").exists() and not reopened.file("orphan").exists()
     assert reopened.metadata.ids() == {"kept"}
     reopened.close()
+
+
+def test_on_shared_storage_only_settled_orphans_are_removed(tmp_path):
+    # Another replica's upload in progress (a part file, a file whose record comes next) must survive a start.
+    store = DatasetStore(tmp_path)
+    fresh_part, old_part = store.new_upload(), store.new_upload()
+    fresh_part.write_bytes(b"x")
+    old_part.write_bytes(b"x")
+    fresh_file, old_file = store.file("fresh"), store.file("old")
+    fresh_file.write_bytes(b"x")
+    old_file.write_bytes(b"x")
+    an_hour_ago = time.time() - 3601
+    for path in (old_part, old_file):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    store.close()
+    DatasetStore(tmp_path, orphan_grace_s=3600).close()
+    assert fresh_part.exists() and fresh_file.exists()
+    assert not old_part.exists() and not old_file.exists()
 
 
 def test_the_sqlite_metadata_is_the_default_beside_the_files(tmp_path):
