@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         description="where Dask workers read stored datasets (a shared path or an fsspec URL such as s3://bucket/"
         "datasets; default: the datasets folder under data_dir)",
     )
+    queue_lost_after_s: float = Field(
+        30.0, gt=0, description="a queued job that Redis no longer holds is failed (queue_lost) past this age"
+    )
     reaper_interval_s: float = Field(
         2.0, gt=0, description="how often a replica fails running jobs whose worker stopped beating"
     )

@@ -186,7 +186,7 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def _server_directory(prefix: str) -> Iterator[Path]:
+def server_directory(prefix: str) -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield directory
@@ -197,7 +197,7 @@ def _server_directory(prefix: str) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A Redis server for the whole session (tests that need a clean one flush it)."""
-    with _server_directory("em-redis-") as directory:
+    with server_directory("em-redis-") as directory:
         try:
             server = RedisServer(directory)
         except MissingServer as exc:
@@ -212,7 +212,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster for the whole session, with an empty database ``em`` (``postgres_server.url``)."""
-    with _server_directory("em-postgres-") as directory:
+    with server_directory("em-postgres-") as directory:
         try:
             server = PostgresServer(directory)
         except MissingServer as exc:

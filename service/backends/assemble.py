@@ -82,6 +82,7 @@ def _distributed(settings: Settings, observer: JobObserver) -> Backend:
         observer=observer,
         keep_model=keeper_of(models),
         reaper_interval_s=settings.reaper_interval_s,
+        queue_lost_after_s=settings.queue_lost_after_s,
     )
     # Dataset files live under EM_DATA_DIR, which the workers must see at the same path (a shared volume).
     datasets = DatasetStore(settings.data_dir, PostgresDatasetMetadata(database), orphan_grace_s=_ORPHAN_GRACE_S)

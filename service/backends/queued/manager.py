@@ -56,7 +56,6 @@ from service.jobs.store import JobFilter, JobStore
 logger = logging.getLogger("service.jobs")
 
 _WAIT_POLL_S = 5.0  # a waiter looks at the job's worker this often while it waits for the end
-_QUEUED_GRACE_S = 30.0  # a queued job Redis does not know is only declared lost after this (it may be enqueueing)
 _HOUSEKEEPING_INTERVAL_S = 60.0
 
 
@@ -82,11 +81,12 @@ class DistributedJobManager:
         observer: JobObserver | None = None,
         keep_model: KeepModel | None = None,
         reaper_interval_s: float = 2.0,
+        queue_lost_after_s: float = 30.0,  # younger, a job Redis does not know may be being queued still
     ) -> None:
         self.store, self.limits, self.redis_url = store, limits, redis_url
         self.keep_model = keep_model
         self.observer = observer
-        self.reaper_interval_s = reaper_interval_s
+        self.reaper_interval_s, self.queue_lost_after_s = reaper_interval_s, queue_lost_after_s
         self._redis = redis.asyncio.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         self._channel = ApiChannel(self._redis)
         # RQ is synchronous: its calls run in threads (or, for the few sync methods of the interface, briefly here).
@@ -580,7 +580,7 @@ class DistributedJobManager:
         queued = [
             r
             for r in await anyio.to_thread.run_sync(self._unfinished, "queued")
-            if now - r.created_at > _QUEUED_GRACE_S
+            if now - r.created_at > self.queue_lost_after_s
         ]
         for record in queued:
             if not await anyio.to_thread.run_sync(Job.exists, record.id, self._sync_redis):
