@@ -58,13 +58,14 @@ class Cluster:
         }
         return Settings(**{**values, **overrides})  # type: ignore[arg-type]
 
-    def start_worker(self, processes: int = 1) -> subprocess.Popen[bytes]:
+    def start_worker(self, processes: int = 1, **env: str) -> subprocess.Popen[bytes]:
+        """``python -m service.worker`` with this cluster's settings (and ``env``'s: EM_* names)."""
         log = Path(tempfile.mkstemp(prefix="em-worker-", suffix=".log")[1])
         self._logs.append(log)
         worker = subprocess.Popen(
             [sys.executable, "-m", "service.worker", "--processes", str(processes)],
             cwd=REPO,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **env},
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
             start_new_session=True,  # its own process group: a test can kill the worker and its horses at once
