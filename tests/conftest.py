@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.settings import Settings
 from tests.distributed_cluster import Cluster, cluster
-from tests.servers import PostgresServer, RedisServer
-from tests.servers import postgres_server, redis_server  # noqa: F401 - session fixtures: real servers, started on use
+from tests.servers import PostgresServer, RedisServer, postgres_server, redis_server  # noqa: F401 - session fixtures: real servers, started on use
 from tests.stores import postgres_database  # noqa: F401 - a clean PostgreSQL database for one test
 
 DO_BATZOGLOU = ["HTTTHHTHTH", "HHHHTHHHHH", "HTHHHHHTHH", "HTHTTTHHTT", "THHHTHHHTH"]
@@ -26,7 +25,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_cluster(redis_server: RedisServer, postgres_server: PostgresServer) -> Iterator[Cluster]:
+def shared_cluster(redis_server: RedisServer, postgres_server: PostgresServer) -> Iterator[Cluster]:  # noqa: F811
     with cluster(redis_server, postgres_server, workers=2) as running:
         yield running
 

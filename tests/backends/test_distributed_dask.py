@@ -28,7 +28,8 @@ def test_a_dataset_past_the_threshold_is_fitted_on_dask_and_equals_the_local_fit
     ):
         running.start_worker(1, EM_DASK_SCHEDULER=dask_cluster.scheduler_address, EM_DASK_MIN_ROWS="1000")
         with TestClient(create_app(running.settings()), raise_server_exceptions=False) as client:
-            upload = client.post("/v1/datasets", content=npy_bytes(blobs()), headers={"content-type": "application/x-npy"})
+            npy = {"content-type": "application/x-npy"}
+            upload = client.post("/v1/datasets", content=npy_bytes(blobs()), headers=npy)
             assert upload.status_code == 201, upload.text
             before = dask.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log))
             job = client.post("/v1/jobs/gaussian", json={**body, "dataset": upload.json()["id"]}).json()

@@ -128,12 +128,15 @@ def test_jobs_queued_when_redis_restarts_without_persistence_fail_as_queue_lost(
 
 
 def test_jobs_queued_when_a_persistent_redis_restarts_run_after_it():
-    with _own_servers(persistent_redis=True) as (redis_server, postgres_server):
-        with cluster(redis_server, postgres_server, workers=0) as started, _client(started) as client:
-            job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()
-            redis_server.restart()
-            started.start_worker(1)
-            assert wait_until(lambda: finished_job(client, job["id"]), timeout_s=60)["status"] == "succeeded"
+    with (
+        _own_servers(persistent_redis=True) as (redis_server, postgres_server),
+        cluster(redis_server, postgres_server, workers=0) as started,
+        _client(started) as client,
+    ):
+        job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()
+        redis_server.restart()
+        started.start_worker(1)
+        assert wait_until(lambda: finished_job(client, job["id"]), timeout_s=60)["status"] == "succeeded"
 
 
 def test_a_postgresql_restart_under_load_answers_503_never_500_and_recovers(running, servers):
@@ -158,8 +161,7 @@ def test_a_postgresql_restart_under_load_answers_503_never_500_and_recovers(runn
             time.sleep(3.0)
             postgres_server.start()
             recovered = wait_until(
-                lambda: httpx.post(f"{server.url}/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).status_code
-                == 202,
+                lambda: httpx.post(f"{server.url}/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).status_code == 202,
                 timeout_s=60,
             )
             assert recovered
