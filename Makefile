@@ -1,6 +1,9 @@
-# `make run` serves the service; `make test` runs every check. Both create .venv and install on first use:
+# `make run` serves the service; `make test` runs every check but the slow ones (`make test-slow`: the API suite on
+# the distributed backend, fault and soak tests; CI runs both). Both create .venv and install on first use:
 # `make run` the runtime dependencies only, `make test` (lint, typecheck, pytest) those, the [test] extras and the
-# Python client (client/, installed editable so that its tests import it).
+# Python client (client/, installed editable so that its tests import it), and the Debian packages the tests use
+# (chromium for the Swagger UI picture test; redis-server and postgresql, whose servers the tests start themselves
+# on free loopback ports: never the packages' system services).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +16,7 @@ PORT   ?= 8000
 UVICORN_FLAGS ?= --no-access-log --timeout-graceful-shutdown 10 \
 	--http service.api.server_protocol:HeadLimitedHttpToolsProtocol
 
-.PHONY: run test lint typecheck pytest openapi client-models container-test clean
+.PHONY: run test test-slow lint typecheck pytest system-packages openapi client-models container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +37,21 @@ run: $(RUN_STAMP)
 
 test: lint typecheck pytest
 
+test-slow: $(TEST_STAMP) system-packages
+	$(BIN)/pytest -m slow
+
+# Installed only when missing (as root, or with sudo).
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "installing Debian packages:$$missing"; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; \
+	fi
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,8 +60,8 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict client/em_client client/scripts
 
-pytest: $(TEST_STAMP)
-	$(BIN)/pytest
+pytest: $(TEST_STAMP) system-packages
+	$(BIN)/pytest -m "not slow"
 
 # Regenerate the committed schema after an API change (tests/api/test_openapi.py fails until you do).
 openapi: $(RUN_STAMP)

@@ -172,3 +172,16 @@ def test_a_postgresql_restart_under_load_answers_503_never_500_and_recovers(runn
     assert 503 in statuses, "the outage was never seen"
     assert not [status for status in statuses if status >= 500 and status != 503], sorted(set(statuses))
     assert statuses[-1] in (200, 202)
+
+
+def test_with_no_worker_jobs_stay_queued_and_a_full_queue_answers_503_with_retry_after(running):
+    with _client(running, queue_size=2) as client:
+        jobs = [client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}) for _ in range(2)]
+        assert [job.status_code for job in jobs] == [202, 202]
+        refused = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU})
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1, refused.text
+        time.sleep(2.0)  # an API replica never runs a queued job itself
+        assert {client.get(f"/v1/jobs/{job.json()['id']}").json()["status"] for job in jobs} == {"queued"}
+        running.start_worker(1)
+        for job in jobs:
+            assert wait_until(lambda j=job: finished_job(client, j.json()["id"]), timeout_s=60)["status"] == "succeeded"
