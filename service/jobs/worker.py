@@ -22,31 +22,22 @@ from service.jobs.traces import StartTraces
 
 logger = logging.getLogger("service.jobs.worker")
 
-# Progress goes to the parent in small batches: one message per iteration would cost more than a
-# fast iteration itself, and 20 batches a second is live enough to watch.
 _FLUSH_INTERVAL_S = 0.05
 _FLUSH_MAX_EVENTS = 1000
 _WORKER_NICENESS = 5
 
 
 class RunHooks(Hooks):
-    """The hooks :func:`execute` needs of a job runner: progress out, cancellation in, every start's trace kept."""
+    """The hooks :func:`execute` needs of a job runner: iteration events out in batches (one message per
+    iteration would cost more than a fast iteration itself; 20 batches a second is live enough to watch),
+    cancellation in, every start's trace kept for the job's trace picture (bounded). A runner says how a batch
+    is sent (:meth:`send`) and how a cancel is seen (:meth:`should_cancel`)."""
 
-    cancelled: bool
-    traces: StartTraces
-
-    def flush(self) -> None:
-        """Send the iteration events still buffered."""
-
-
-class _WorkerHooks(RunHooks):
-    def __init__(self, conn: Connection, job_id: str, seq: int, cancel_seq: Any) -> None:
-        self.conn, self.job_id, self.seq, self.cancel_seq = conn, job_id, seq, cancel_seq
+    def __init__(self) -> None:
         self.buffer: list[IterationEvent] = []
         self.last_flush = time.monotonic()
         self.cancelled = False
-        self.parent_pid = os.getppid()
-        self.traces = StartTraces()  # every start's, for the job's trace picture (bounded)
+        self.traces = StartTraces()
 
     def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
         self.buffer.append(IterationEvent(start, iteration, log_likelihood, delta))
@@ -54,17 +45,31 @@ class _WorkerHooks(RunHooks):
         if len(self.buffer) >= _FLUSH_MAX_EVENTS or time.monotonic() - self.last_flush >= _FLUSH_INTERVAL_S:
             self.flush()
 
+    def flush(self) -> None:
+        """Send the iteration events still buffered."""
+        if self.buffer:
+            self.send(self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def send(self, events: list[IterationEvent]) -> None:
+        raise NotImplementedError
+
+
+class _WorkerHooks(RunHooks):
+    def __init__(self, conn: Connection, job_id: str, seq: int, cancel_seq: Any) -> None:
+        super().__init__()
+        self.conn, self.job_id, self.seq, self.cancel_seq = conn, job_id, seq, cancel_seq
+        self.parent_pid = os.getppid()
+
     def should_cancel(self) -> bool:
         # The parent writes the sequence number of the job to cancel; a stale request for an earlier
         # job on this worker never matches. An orphaned worker (its parent died) stops too.
         self.cancelled = self.cancelled or self.cancel_seq.value == self.seq or os.getppid() != self.parent_pid
         return self.cancelled
 
-    def flush(self) -> None:
-        if self.buffer:
-            self.conn.send(Progress(self.job_id, self.buffer))
-            self.buffer = []
-        self.last_flush = time.monotonic()
+    def send(self, events: list[IterationEvent]) -> None:
+        self.conn.send(Progress(self.job_id, events))
 
 
 def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:

@@ -22,14 +22,11 @@ from service.backends.queued.stores import WorkerStores, open_worker_stores
 from service.jobs.ending import as_ended, commit_end
 from service.jobs.models import JobRecord, WorkItem
 from service.jobs.protocol import Finished, IterationEvent
-from service.jobs.traces import StartTraces
 from service.jobs.worker import RunHooks, execute, limit_memory
 from service.settings import Settings
 
 logger = logging.getLogger("service.worker")
 
-_FLUSH_INTERVAL_S = 0.05  # iteration events go to Redis in batches: one round trip per 50 ms, not per iteration
-_FLUSH_MAX_EVENTS = 1000
 _CANCEL_POLL_S = 0.01  # the cancel flag is read between iterations, at most this often (a Redis round trip)
 _PROGRESS_WRITE_INTERVAL_S = 1.0
 TIME_LIMIT_GRACE_S = 30.0  # past its time limit a stuck fit's horse is stopped by RQ (job_timeout)
@@ -62,17 +59,9 @@ class QueuedJob:
 
 class _QueuedHooks(RunHooks):
     def __init__(self, channel: WorkerChannel, stores: WorkerStores | None) -> None:
+        super().__init__()
         self.channel, self.stores = channel, stores
-        self.buffer: list[IterationEvent] = []
-        self.cancelled = False
-        self.traces = StartTraces()
-        self.last_flush = self.last_poll = self.last_progress = time.monotonic()
-
-    def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
-        self.buffer.append(IterationEvent(start, iteration, log_likelihood, delta))
-        self.traces.add(start, iteration, log_likelihood)
-        if len(self.buffer) >= _FLUSH_MAX_EVENTS or time.monotonic() - self.last_flush >= _FLUSH_INTERVAL_S:
-            self.flush()
+        self.last_poll = self.last_progress = time.monotonic()
 
     def should_cancel(self) -> bool:
         now = time.monotonic()
@@ -81,17 +70,14 @@ class _QueuedHooks(RunHooks):
             self.cancelled = self.channel.cancel_requested()
         return self.cancelled
 
-    def flush(self) -> None:
-        if self.buffer:
-            self.channel.append([("iteration", event._asdict()) for event in self.buffer])
-            last = self.buffer[-1]
-            self.buffer = []
-            now = time.monotonic()
-            if self.stores is not None and now - self.last_progress >= _PROGRESS_WRITE_INTERVAL_S:
-                self.last_progress = now
-                progress = {"start": last.start, "iteration": last.iteration, "log_likelihood": last.log_likelihood}
-                self.stores.write(self.stores.jobs.update_progress, self.channel.job_id, progress)
-        self.last_flush = time.monotonic()
+    def send(self, events: list[IterationEvent]) -> None:
+        self.channel.append([("iteration", event._asdict()) for event in events])
+        now = time.monotonic()
+        if self.stores is not None and now - self.last_progress >= _PROGRESS_WRITE_INTERVAL_S:
+            self.last_progress = now
+            last = events[-1]
+            progress = {"start": last.start, "iteration": last.iteration, "log_likelihood": last.log_likelihood}
+            self.stores.write(self.stores.jobs.update_progress, self.channel.job_id, progress)
 
 
 @contextmanager
