@@ -185,3 +185,25 @@ def test_with_no_worker_jobs_stay_queued_and_a_full_queue_answers_503_with_retry
         running.start_worker(1)
         for job in jobs:
             assert wait_until(lambda j=job: finished_job(client, j.json()["id"]), timeout_s=60)["status"] == "succeeded"
+
+
+def test_a_fit_that_does_not_heed_its_cancel_is_stopped_by_rq(running):
+    # One iteration of this fit takes seconds: the cancel flag is read only between iterations, so the job's
+    # work horse is stopped (RQ's stop-job command) once the grace period is over, and the job ends cancelled.
+    import numpy as np
+
+    from service.datasets.parse import npy_bytes
+
+    running.start_worker(1)
+    points = np.random.default_rng(0).normal(size=(400_000, 16))
+    with _client(running, max_cells=10**9) as client:
+        upload = client.post("/v1/datasets", content=npy_bytes(points), headers={"content-type": "application/x-npy"})
+        body = {"dataset": upload.json()["id"], "n_components": 64, "init": {"method": "random"}, "max_iter": 50}
+        job = client.post("/v1/jobs/gaussian", json=body).json()
+        _running_job(client, job["id"])
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202
+        done = wait_until(lambda: finished_job(client, job["id"]), timeout_s=120)
+        assert done["status"] == "cancelled", done
+        assert wait_until(lambda: "its work horse did not end it" in running.worker_log(), timeout_s=30)
+        after = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()
+        assert wait_until(lambda: finished_job(client, after["id"]), timeout_s=60)["status"] == "succeeded"
