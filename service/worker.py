@@ -15,6 +15,9 @@ from redis import Redis
 from rq import Worker
 from rq.worker_pool import WorkerPool
 
+# Every family's fit code, imported here: RQ forks a work horse per job, which then inherits it instead of
+# importing numpy, scipy and the families again for each job it unpickles.
+import service.families.registry  # noqa: F401
 from service.backends.queued.rescue import horse_died
 from service.logs import configure_logging
 from service.settings import Settings
