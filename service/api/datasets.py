@@ -142,13 +142,15 @@ async def list_datasets(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Your datasets, newest first."""
-    records, next_cursor = services(request).datasets.list(access, limit, cursor or None)
+    records, next_cursor = await anyio.to_thread.run_sync(
+        services(request).datasets.list, access, limit, cursor or None
+    )
     return {"items": [r.document() for r in records], "next_cursor": next_cursor}
 
 
 @router.get("/{dataset_id}", response_model=Dataset, responses=NOT_FOUND, summary="Read a dataset's record")
 async def read_dataset(dataset_id: str, request: Request, access: Annotated[Access, Depends(get_access)]) -> Any:
-    return _existing(services(request).datasets, dataset_id, access).document()
+    return (await _existing(services(request).datasets, dataset_id, access)).document()
 
 
 @router.delete(
@@ -160,24 +162,25 @@ async def read_dataset(dataset_id: str, request: Request, access: Annotated[Acce
 async def delete_dataset(dataset_id: str, request: Request, access: Annotated[Access, Depends(get_access)]) -> None:
     """Remove the data (409 while a queued or running job uses it)."""
     app = services(request)
-    _existing(app.datasets, dataset_id, access)
+    await _existing(app.datasets, dataset_id, access)
     if app.jobs.uses_dataset(dataset_id):
         raise HTTPException(
             409, "a fit in progress (a queued or running job, or a synchronous fit) uses this dataset; "
             "wait for it to finish or cancel the job"
         )  # fmt: skip
-    app.datasets.delete(dataset_id)
+    await anyio.to_thread.run_sync(app.datasets.delete, dataset_id)
 
 
-def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Request) -> None:
+async def attach_dataset(family: Family[Any, Any, Any], body: FitOptions, request: Request) -> None:
     """Give a fit request that names a dataset its data (memory-mapped), once the caller may see it."""
     if body.dataset is not None:
-        body.attach_dataset(dataset_file(family, body.dataset, request))
+        body.attach_dataset(await anyio.to_thread.run_sync(dataset_file, family, body.dataset, request))
 
 
 def dataset_file(family: Family[Any, Any, Any], dataset_id: str, request: Request) -> Path:
     """The file of the dataset named, if the caller may see it and it holds what ``family`` takes (a 422
-    naming the dataset otherwise); its retention counts from now."""
+    naming the dataset otherwise); its retention counts from now. Blocking (the metadata store may be a
+    database server): call it from a thread."""
     store = services(request).datasets
     record = store.get(dataset_id, access_of(principal_of(request)))
     if record is None:
@@ -190,8 +193,8 @@ def dataset_file(family: Family[Any, Any, Any], dataset_id: str, request: Reques
     return store.file(record.id)
 
 
-def _existing(store: DatasetStore, dataset_id: str, access: Access) -> DatasetRecord:
-    record = store.get(dataset_id, access)
+async def _existing(store: DatasetStore, dataset_id: str, access: Access) -> DatasetRecord:
+    record = await anyio.to_thread.run_sync(store.get, dataset_id, access)
     if record is None:
         raise HTTPException(404, f"no dataset {dataset_id!r}")
     return record

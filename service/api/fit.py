@@ -32,7 +32,7 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _add_fit_route(family: Family[Any, Any, Any]) -> None:
     async def fit(body: FitOptions, request: Request) -> RawJSONResponse:
-        attach_dataset(family, body, request)
+        await attach_dataset(family, body, request)
         access = access_of(principal_of(request))
         return RawJSONResponse(await fit_now(family, body, services(request), access))
 

@@ -38,7 +38,7 @@ def _accepted(record: JobRecord) -> RawJSONResponse:
 def _add_job_route(family: Family[Any, Any, Any]) -> None:
     async def create_job(body: FitOptions, request: Request, access: Access) -> RawJSONResponse:
         app = services(request)
-        attach_dataset(family, body, request)
+        await attach_dataset(family, body, request)
         return _accepted(await start_job(family, body, app.settings, app.jobs, access))
 
     router.add_api_route(

@@ -1,8 +1,9 @@
 """Kept models: read, list, import and delete them, and use one on new data (predict, score, sample).
 
 Every succeeded fit keeps its model under the fit's id; ``POST /v1/models`` keeps parameters from elsewhere,
-checked as a fit's ``init`` is. A model is loaded (and validated) per request: parameters are small and the
-store is local. Work on many observations runs in a thread (numpy releases the GIL), never on the event loop.
+checked as a fit's ``init`` is. A model is loaded (and validated) per request: parameters are small, and store
+calls run in a thread (the store may be a database server). Work on many observations runs in a thread (numpy
+releases the GIL), never on the event loop.
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ SAMPLE_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _existing(request: Request, model_id: str, access: Access) -> ModelRecord:
-    record = services(request).models.get(model_id, access)
+async def _existing(request: Request, model_id: str, access: Access) -> ModelRecord:
+    # Store calls run in a thread: the store may be a database server (EM_BACKEND=distributed).
+    record = await anyio.to_thread.run_sync(services(request).models.get, model_id, access)
     if record is None:
         raise HTTPException(404, f"no model {model_id!r}")
     return record
@@ -101,14 +103,14 @@ async def list_models(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> RawJSONResponse:
     """Your models, newest first, without their parameters (read one for those)."""
-    records, next_cursor = services(request).models.list(access, limit, cursor or None)
+    records, next_cursor = await anyio.to_thread.run_sync(services(request).models.list, access, limit, cursor or None)
     page = {"items": [r.document(with_params=False) for r in records], "next_cursor": next_cursor}
     return RawJSONResponse(orjson.dumps(page))
 
 
 @router.get("/{model_id}", response_model=KeptModel, responses=NOT_FOUND, summary="Read a kept model")
 async def read_model(model_id: str, request: Request, access: Annotated[Access, Depends(get_access)]) -> Any:
-    return RawJSONResponse(orjson.dumps(_existing(request, model_id, access).document()))
+    return RawJSONResponse(orjson.dumps((await _existing(request, model_id, access)).document()))
 
 
 @router.post(
@@ -144,7 +146,7 @@ async def import_model(
     check = partial(family.use.content_of_import, body)
     content = await anyio.to_thread.run_sync(check, limiter=_limiter()) if heavy else check()
     record = ModelRecord(new_job_id(), access.tenant, family.kind, time.time(), None, dumps(content))
-    services(request).models.put(record)
+    await anyio.to_thread.run_sync(services(request).models.put, record)
     return RawJSONResponse(
         orjson.dumps(record.document()), status_code=201, headers={"Location": f"/v1/models/{record.id}"}
     )
@@ -152,8 +154,8 @@ async def import_model(
 
 @router.delete("/{model_id}", status_code=204, responses=NOT_FOUND, summary="Forget a kept model")
 async def delete_model(model_id: str, request: Request, access: Annotated[Access, Depends(get_access)]) -> None:
-    _existing(request, model_id, access)
-    services(request).models.delete(model_id)
+    await _existing(request, model_id, access)
+    await anyio.to_thread.run_sync(services(request).models.delete, model_id)
 
 
 @router.post("/{model_id}/predict", response_model=Prediction, responses=USE_ERRORS, summary="Predict components")
@@ -214,13 +216,13 @@ async def sample(
 
 async def _loaded(request: Request, model_id: str, access: Access) -> tuple[Family[Any, Any, Any], Any]:
     """The model, ready to use (a large one is parsed and factorised off the event loop)."""
-    record = _existing(request, model_id, access)
+    record = await _existing(request, model_id, access)
     family = BY_KIND[record.kind]
     load = partial(_load, family, record)
     model = (
         await anyio.to_thread.run_sync(load, limiter=_limiter()) if len(record.body) > _LARGE_MODEL_BYTES else load()
     )
-    services(request).models.touch(model_id)
+    await anyio.to_thread.run_sync(services(request).models.touch, model_id)
     return family, model
 
 
@@ -233,7 +235,9 @@ async def _inputs(
 ) -> tuple[Family[Any, Any, Any], Any, Any]:
     """The model and the observations it is asked about, within the server's caps (a 422 otherwise)."""
     family, model = await _loaded(request, model_id, access)
-    dataset = None if body.dataset is None else map_points(dataset_file(family, body.dataset, request))
+    dataset = None
+    if body.dataset is not None:
+        dataset = map_points(await anyio.to_thread.run_sync(dataset_file, family, body.dataset, request))
     observations = family.use.observations(body, model, dataset)
     n = family.use.count(observations)
     field = body.observation_field

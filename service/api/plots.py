@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
@@ -116,7 +117,7 @@ async def plot_model(
     accept: AcceptHeader = None,
 ) -> Response:
     app = services(request)
-    model = app.models.get(model_id, access)
+    model = await anyio.to_thread.run_sync(app.models.get, model_id, access)
     if model is None:
         raise HTTPException(404, f"no model {model_id!r}")
     shape = _shape(view, format, accept, width, height)
@@ -199,7 +200,7 @@ async def _job_picture(
     bundle = await app.jobs.picture(record.id)
     model = None
     if bundle is None:  # a job from before pictures were kept: its kept model, without data
-        kept = app.models.get(record.id, access)
+        kept = await anyio.to_thread.run_sync(app.models.get, record.id, access)
         if kept is None and view != "trace":
             raise HTTPException(409, f"job {record.id!r} kept nothing to draw (it predates pictures, and its model "
                                 "has been deleted)")  # fmt: skip

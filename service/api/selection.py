@@ -53,7 +53,7 @@ async def select_now(
     body: Annotated[GaussianSelectRequest, Body(openapi_examples=SELECT_EXAMPLES)], request: Request
 ) -> RawJSONResponse:
     app = services(request)
-    attach_dataset(FAMILY, body, request)
+    await attach_dataset(FAMILY, body, request)
     access = access_of(principal_of(request))
     tasks = await _prepare(body, app, app.settings.default_time_limit_s)
     if sum(work_estimate(task) for task in tasks) <= app.settings.inline_fit_budget:
@@ -78,7 +78,7 @@ async def start_selection(
     access: Annotated[Access, Depends(get_access)],
 ) -> RawJSONResponse:
     app = services(request)
-    attach_dataset(FAMILY, body, request)
+    await attach_dataset(FAMILY, body, request)
     tasks = await _prepare(body, app, app.settings.default_job_time_limit_s)
     record = _submit(body, tasks, app, access, ephemeral=False)
     return RawJSONResponse(job_json(record), status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
