@@ -204,15 +204,20 @@ def worker_pool(cluster: Cluster, api_url: str, processes: int, module: str) -> 
         )
         try:
             deadline = time.monotonic() + 60
-            while httpx.get(f"{api_url}/readyz", timeout=5).json().get("workers") != processes:
+            while (ready := httpx.get(f"{api_url}/readyz", timeout=5).json()).get("workers") != processes:
                 if worker.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    raise RuntimeError(f"worker pool of {processes} not ready: {log.read()[-3000:].decode()}")
+                    raise RuntimeError(
+                        f"worker pool of {processes} not ready: {ready}; exit {worker.poll()}; "
+                        f"{log.read()[-3000:].decode()}"
+                    )
                 time.sleep(0.2)
             yield
         finally:
             if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
+                # the pool's parent alone: it stops its workers, which deregister (a SIGTERM to the whole group
+                # left some registered, counted by /readyz until their registration expires)
+                worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(20)
             except subprocess.TimeoutExpired:
