@@ -15,9 +15,6 @@ PostgreSQL write transactions (transaction ids handed out: only a writing transa
 connections (``pg_stat_database.sessions``), rows inserted/updated/deleted and WAL bytes. The idle background
 (RQ worker heartbeats, the replica's reaper) is measured apart, per second.
 
-What-if (unless ``--no-what-if``): the same pools started from benchmarks/preloaded_worker.py, which imports the
-fit code before the pool forks its work horses (service/worker.py does not: each horse imports it per job).
-
 The defaults keep the whole run near five minutes on 2 shared cores (the distributed coin jobs run near one a
 second per worker process); the batches are small, so single figures are noisy.
 
@@ -233,7 +230,6 @@ def worker_pool(cluster: Cluster, api_url: str, processes: int, module: str) -> 
 class Results:
     local: dict[tuple[str, int], list[Batch]] = field(default_factory=dict)
     distributed: dict[tuple[str, int], list[Batch]] = field(default_factory=dict)
-    preloaded: dict[tuple[str, int], list[Batch]] = field(default_factory=dict)
     costs: dict[tuple[str, int], list[Costs]] = field(default_factory=dict)
     idle: dict[int, tuple[float, float]] = field(default_factory=dict)  # Redis commands/s, PG write xacts/s
 
@@ -248,12 +244,6 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5000, help="points of each Gaussian job")
     parser.add_argument("--workers", default="1,2,3", help="worker processes to measure, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="times each configuration runs (alternating)")
-    parser.add_argument(
-        "--no-what-if",
-        dest="what_if",
-        action="store_false",
-        help="skip the what-if pools (benchmarks/preloaded_worker.py: the fit code imported before the fork)",
-    )
     parser.add_argument("--idle-s", type=float, default=4.0, help="seconds of idle background measured per size")
     args = parser.parse_args()
     sizes = [int(n) for n in args.workers.split(",")]
@@ -348,15 +338,6 @@ def main() -> None:
                                         f"{costs.pg_xacts / costs.jobs:.2f} PG write xacts/job",
                                         flush=True,
                                     )
-                            if args.what_if:
-                                print(f"round {round_number + 1}, {processes} worker(s): preloaded", flush=True)
-                                with worker_pool(cluster, api.url, processes, "benchmarks.preloaded_worker"):
-                                    for kind in KINDS:
-                                        run_batch(api.url, paths[kind], warmup[kind])
-                                    for kind in KINDS:
-                                        batch = run_batch(api.url, paths[kind], bodies[kind])
-                                        results.preloaded.setdefault((kind, processes), []).append(batch)
-                                        print(f"  preloaded {kind}: {batch.per_second:.2f} jobs/s", flush=True)
             finally:
                 client.close()
                 cluster.stop()
@@ -387,26 +368,17 @@ def render(args: argparse.Namespace, sizes: list[int], results: Results, elapsed
         f"pool. Jobs/s: all jobs submitted (8 concurrent clients), wall time until the last ended; "
         f"{args.rounds} round(s) (the median when more). Whole run: {elapsed_s:.0f} s.",
         "",
-        "| batch | workers | local jobs/s | distributed jobs/s | distributed/local | what-if: fit code preloaded, "
-        "jobs/s | what-if/local | failed (local, distributed, what-if) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| batch | workers | local jobs/s | distributed jobs/s | distributed/local | failed (local, distributed) |",
+        "|---|---|---|---|---|---|",
     ]
     for kind in KINDS:
         for processes in sizes:
             local, distributed = results.local[(kind, processes)], results.distributed[(kind, processes)]
-            preloaded = results.preloaded.get((kind, processes), [])
-            failed = [str(sum(b.failed for b in batches)) for batches in (local, distributed, preloaded) if batches]
-            what_if = f"{_median(preloaded):.2f} | {_median(preloaded) / _median(local):.2f}" if preloaded else "- | -"
+            failed = [str(sum(b.failed for b in batches)) for batches in (local, distributed)]
             lines.append(
                 f"| {names[kind]} | {processes} | {_median(local):.2f} | {_median(distributed):.2f} "
-                f"| {_median(distributed) / _median(local):.2f} | {what_if} | {', '.join(failed)} |"
+                f"| {_median(distributed) / _median(local):.2f} | {', '.join(failed)} |"
             )
-    lines += [
-        "",
-        "What-if: the same pools started as `python -m benchmarks.preloaded_worker`, which imports "
-        "`service.families.registry` before `service.worker` forks; `service/worker.py` does not, so each work "
-        "horse imports the fit code again when it unpickles its job.",
-    ]
     lines += [
         "",
         "Per job, on the distributed side (each cell: the batch's total over its jobs). Events: stream entries, "

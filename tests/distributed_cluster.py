@@ -96,7 +96,7 @@ class Cluster:
     def stop(self) -> None:
         for worker in self.workers:
             if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
+                worker.terminate()  # the pool's parent stops its workers (a signal to the group left registrations)
         deadline = time.monotonic() + 10
         for worker in self.workers:
             try:

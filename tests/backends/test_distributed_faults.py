@@ -207,3 +207,14 @@ def test_a_fit_that_does_not_heed_its_cancel_is_stopped_by_rq(running):
         assert wait_until(lambda: "its work horse did not end it" in running.worker_log(), timeout_s=30)
         after = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()
         assert wait_until(lambda: finished_job(client, after["id"]), timeout_s=60)["status"] == "succeeded"
+
+
+def test_a_job_taken_while_postgresql_restarts_runs_once_it_is_back(running, servers):
+    _, postgres_server = servers
+    with _client(running) as client:
+        job = client.post("/v1/jobs/coins", json={"sequences": DO_BATZOGLOU}).json()  # no worker yet: queued
+        postgres_server.stop()
+        running.start_worker(1)  # its work horse takes the job and waits for the store
+        time.sleep(3.0)
+        postgres_server.start()
+        assert wait_until(lambda: finished_job(client, job["id"]), timeout_s=90)["status"] == "succeeded"

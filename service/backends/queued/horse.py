@@ -20,7 +20,7 @@ import redis
 from service.backends.queued.channel import BEAT_INTERVAL_S, WorkerChannel
 from service.backends.queued.stores import WorkerStores, open_worker_stores
 from service.jobs.ending import as_ended, commit_end
-from service.jobs.models import JobRecord, WorkItem
+from service.jobs.models import JobRecord, StorageError, WorkItem
 from service.jobs.protocol import Finished, IterationEvent
 from service.jobs.worker import RunHooks, execute, limit_memory
 from service.settings import Settings
@@ -31,6 +31,7 @@ _CANCEL_POLL_S = 0.01  # the cancel flag is read between iterations, at most thi
 _PROGRESS_WRITE_INTERVAL_S = 1.0
 TIME_LIMIT_GRACE_S = 30.0  # past its time limit a stuck fit's horse is stopped by RQ (job_timeout)
 RUNNING_TTL_MARGIN_S = 3600
+_STORE_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def run_queued(job: QueuedJob) -> None:
     limit_memory(None if memory_mb is None else memory_mb * 2**20)  # this horse only: it is forked per job
     client = redis.Redis.from_url(job.redis_url)
     channel = WorkerChannel(client, record.id, job.running_ttl_s)
-    stores = None if job.ephemeral else open_worker_stores()
+    stores = None if job.ephemeral else _open_stores_patiently()
     try:
         with _beating(channel):
             if channel.cancel_requested():  # cancelled while queued, as a worker took it
@@ -131,6 +132,20 @@ def run_queued(job: QueuedJob) -> None:
         if stores is not None:
             stores.close()
         client.close()
+
+
+def _open_stores_patiently() -> WorkerStores:
+    """The stores, waiting out a short PostgreSQL outage (a restart); past ``_STORE_WAIT_S`` the job fails in RQ,
+    and a replica's reaper fails it in the store once the store is back."""
+    deadline = time.monotonic() + _STORE_WAIT_S
+    while True:
+        try:
+            return open_worker_stores()
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("the job store cannot be reached; retrying")
+            time.sleep(1.0)
 
 
 def _placed(item: WorkItem, settings: Settings) -> WorkItem:

@@ -583,8 +583,11 @@ class DistributedJobManager:
             if now - r.created_at > self.queue_lost_after_s
         ]
         for record in queued:
-            if not await anyio.to_thread.run_sync(Job.exists, record.id, self._sync_redis):
+            status = await anyio.to_thread.run_sync(_rq_status, self._sync_redis, record.id)
+            if status is None:
                 await self._fail_if_unfinished(record.id, _QUEUE_LOST)
+            elif status in (JobStatus.FAILED, JobStatus.STOPPED):  # its worker could not start it (no store)
+                await self._fail_if_unfinished(record.id, _NOT_STARTED)
         for job_id in list(self._waited):
             if await anyio.to_thread.run_sync(self._lost_ephemeral, job_id):
                 await self._channel.end(
@@ -644,6 +647,10 @@ _QUEUE_LOST = {
     "type": "queue_lost",
     "message": "the job queue (Redis) lost this job while it waited (Redis restarted without persistence); "
     "submit it again",
+}
+_NOT_STARTED = {
+    "type": "storage",
+    "message": "the worker that took this job could not reach the job store (PostgreSQL); submit it again",
 }
 _QUEUE_DOWN = {"type": "storage", "message": "the job queue (Redis) could not be reached; submit it again"}
 
