@@ -87,3 +87,14 @@ def test_bootstrap_follow_up_runs_on_the_workers(dclient):
     done = wait_until(lambda: finished_job(dclient, job["id"]), timeout_s=120)
     assert done["status"] == "succeeded", done
     assert done["result"]["bootstrap"]["standard_errors"] is not None
+
+
+def test_a_dataset_is_free_to_delete_once_the_fits_of_it_have_ended(dclient):
+    from service.datasets.parse import npy_bytes
+
+    points = [[float(i % 5) + (0 if i % 2 else 10), float(i % 3)] for i in range(400)]
+    upload = dclient.post("/v1/datasets", content=npy_bytes(points), headers={"content-type": "application/x-npy"})
+    dataset = upload.json()["id"]
+    selected = dclient.post("/v1/fit/gaussian/select", json={"dataset": dataset, "n_components": [1, 2], "seed": 0})
+    assert selected.status_code == 200, selected.text
+    assert dclient.delete(f"/v1/datasets/{dataset}").status_code == 204

@@ -256,17 +256,22 @@ class DistributedJobManager:
         coordinated = self._coordinated.get(job_id)
         if coordinated is not None:
             return await asyncio.shield(coordinated.ended)
-        self._waited.add(job_id)
-        try:
-            end = await self._wait_end(job_id)
-        finally:
-            self._waited.discard(job_id)
-        await anyio.to_thread.run_sync(self._forget_dataset_use, job_id)
+        end = await self._wait_ephemeral(job_id)
         try:
             return await self.get(job_id)
         except JobNotFound:  # an ephemeral job: its end came through the channel
             record = JobRecord(id=job_id, kind="", status="queued", created_at=time.time())
             return as_ended(record, _status(end.status), end.result, end.error, None)
+
+    async def _wait_ephemeral(self, job_id: str) -> End:
+        """The end of an ephemeral job this replica queued (a synchronous request's, or a part): watched by the
+        reaper meanwhile (no store row tells another replica of it), and no longer holding its dataset after."""
+        self._waited.add(job_id)
+        try:
+            return await self._wait_end(job_id)
+        finally:
+            self._waited.discard(job_id)
+            await anyio.to_thread.run_sync(self._forget_dataset_use, job_id)
 
     async def _wait_end(self, job_id: str) -> End:
         while True:
@@ -479,7 +484,7 @@ class DistributedJobManager:
         results: builtins.list[bytes | None] = [None] * len(parts)
 
         async def ended(part: str) -> tuple[str, End]:
-            return part, await self._wait_end(part)
+            return part, await self._wait_ephemeral(part)
 
         for done in asyncio.as_completed([ended(part) for part in parts]):
             part, end = await done
