@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service.backends.postgres import Database
+from service.backends.queued.channel import key
 from service.settings import Settings
 from tests.servers import PostgresServer, RedisServer
 
@@ -86,7 +87,7 @@ class Cluster:
             Queue(self.queue_name, connection=client).empty()
             for job_key in client.scan_iter(match="em:*:beat"):
                 job_id = job_key.decode().split("{")[1].split("}")[0]
-                client.set(f"em:{{{job_id}}}:cancel", b"1", ex=600)
+                client.set(key(job_id, "cancel"), b"1", ex=600)
         finally:
             client.close()
 

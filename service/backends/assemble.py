@@ -6,16 +6,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.datasets.store import DatasetStore
-from service.jobs.ending import KeepModel
+from service.jobs.ending import keeper_of
 from service.jobs.manager import JobLimits, JobManager, JobObserver, LocalJobManager
-from service.jobs.models import JobRecord
 from service.jobs.store import SQLiteJobStore
-from service.models.store import ModelRecord, ModelStore, SQLiteModelStore
+from service.models.store import ModelStore, SQLiteModelStore
 from service.settings import Settings
 
 
@@ -25,16 +23,6 @@ class Backend:
     models: ModelStore
     datasets: DatasetStore
     close: Callable[[], None]  # after the job manager has stopped
-
-
-def keeper_of(models: ModelStore) -> KeepModel:
-    """How a succeeded job keeps its model: a synchronous fit's names no job (it cannot be read back)."""
-
-    def keep_model(record: JobRecord, model: bytes, ephemeral: bool) -> None:
-        job_id = None if ephemeral else record.id
-        models.put(ModelRecord(record.id, record.owner, record.kind, time.time(), job_id, model))
-
-    return keep_model
 
 
 def job_limits(settings: Settings) -> JobLimits:

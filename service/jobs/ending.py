@@ -13,12 +13,39 @@ from dataclasses import dataclass, replace
 
 from service.jobs.models import JobRecord, JobStatus, Replay, StorageError
 from service.jobs.store import JobStore
+from service.models.store import ModelRecord, ModelStore
 
 logger = logging.getLogger("service.jobs")
 
 # Keeps a succeeded job's model (its record, the model's JSON, whether the job is a synchronous fit's) before the
 # job is shown succeeded; raises a StorageError if it cannot, and the job then fails for that reason.
 KeepModel = Callable[[JobRecord, bytes, bool], None]
+
+# How a job ends when its runner, not its fit, ends it (every job runner says these alike).
+STUCK_PAST_TIME_LIMIT = {
+    "type": "time_limit",
+    "message": "the fit did not stop at its time limit (it was stuck before its first iteration) and was stopped; "
+    "use fewer points or a larger time_limit_s",
+}
+
+
+def worker_died(how: str) -> dict[str, str]:
+    """The error of a job whose worker process died ``how`` (a signal, an exit status)."""
+    return {
+        "type": "worker_died",
+        "message": f"the worker process running this job died ({how}); "
+        "if it ran out of memory, use fewer points or components",
+    }
+
+
+def keeper_of(models: ModelStore) -> KeepModel:
+    """How a succeeded job keeps its model: a synchronous fit's names no job (it cannot be read back)."""
+
+    def keep_model(record: JobRecord, model: bytes, ephemeral: bool) -> None:
+        job_id = None if ephemeral else record.id
+        models.put(ModelRecord(record.id, record.owner, record.kind, time.time(), job_id, model))
+
+    return keep_model
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from service.jobs.ending import KeepModel, as_ended, commit_end
+from service.jobs.ending import STUCK_PAST_TIME_LIMIT, KeepModel, as_ended, commit_end, worker_died
 from service.jobs.models import (
     EVERYONE,
     FINAL_STATUSES,
@@ -538,25 +538,9 @@ class LocalJobManager:
         if active.cancel_requested_at is not None:
             self._finish(active, "cancelled")
         elif active.timed_out:
-            self._finish(
-                active,
-                "failed",
-                error={
-                    "type": "time_limit",
-                    "message": "the fit did not stop at its time limit (it was stuck before its first iteration) "
-                    "and was stopped; use fewer points or a larger time_limit_s",
-                },
-            )
+            self._finish(active, "failed", error=dict(STUCK_PAST_TIME_LIMIT))
         else:
-            self._finish(
-                active,
-                "failed",
-                error={
-                    "type": "worker_died",
-                    "message": f"the worker process running this job died ({describe_exit(exitcode)}); "
-                    "if it ran out of memory, use fewer points or components",
-                },
-            )
+            self._finish(active, "failed", error=worker_died(describe_exit(exitcode)))
 
     def _finish(
         self,

@@ -12,6 +12,7 @@ Keys of job ``id`` (the ``{id}`` hash tag keeps them in one slot of a Redis clus
 - ``em:{id}:end`` -- a hash: ``status``, ``error`` (JSON), ``result`` (bytes, for an end the API reads back:
   an ephemeral job's).
 - ``em:{id}:done`` -- a list pushed once, at the end: a waiting replica blocks on it, not on the stream.
+- ``em:dataset:{dataset}:users`` -- a set of the ephemeral jobs fitting a stored dataset (a delete must wait).
 - ``em:{id}:handed`` -- a list holding one pickled Finished: a fit with a follow-up hands its success to the
   coordinating replica, which ends the job later (so this is no end: ``done`` stays unset).
 
@@ -51,6 +52,30 @@ return n
 
 def key(job_id: str, what: str) -> str:
     return f"em:{{{job_id}}}:{what}"
+
+
+def dataset_users_key(dataset_id: str) -> str:
+    """The ephemeral jobs (synchronous fits, parts) fitting a dataset: no store row tells other replicas of them."""
+    return f"em:dataset:{dataset_id}:users"
+
+
+def _append_call(job_id: str, ttl_s: int, events: list[tuple[str, dict[str, Any] | None]]) -> dict[str, Any]:
+    """The append script's keys and arguments for ``events`` of job ``job_id``."""
+    args: list[Any] = [ttl_s]
+    for kind, data in events:
+        args.extend(encode(kind, data))
+    return {"keys": [key(job_id, "events"), key(job_id, "seq")], "args": args}
+
+
+def _queue_end(pipe: Any, job_id: str, fields: dict[str | bytes, bytes]) -> None:
+    """Queue on ``pipe`` (sync or asyncio) what makes a job ended on Redis: its end, the done list waiters block on,
+    and no more beat."""
+    end, done = key(job_id, "end"), key(job_id, "done")
+    pipe.hset(end, mapping=fields)
+    pipe.expire(end, END_TTL_S)
+    pipe.rpush(done, b"1")
+    pipe.expire(done, END_TTL_S)
+    pipe.delete(key(job_id, "beat"))
 
 
 @dataclass(frozen=True)
@@ -108,11 +133,8 @@ class WorkerChannel:
         self.client, self.job_id, self.running_ttl_s = client, job_id, running_ttl_s
         self._append = client.register_script(_APPEND)
 
-    def append(self, events: list[tuple[str, dict[str, Any] | None]], ttl_s: int | None = None) -> int:
-        args: list[Any] = [ttl_s or self.running_ttl_s]
-        for kind, data in events:
-            args.extend(encode(kind, data))
-        return int(self._append(keys=[key(self.job_id, "events"), key(self.job_id, "seq")], args=args))
+    def append(self, events: list[tuple[str, dict[str, Any] | None]]) -> int:
+        return int(self._append(**_append_call(self.job_id, self.running_ttl_s, events)))
 
     def cancel_requested(self) -> bool:
         return bool(self.client.exists(key(self.job_id, "cancel")))
@@ -123,10 +145,9 @@ class WorkerChannel:
     def end(self, status: str, error: dict[str, str] | None = None, result: bytes | None = None) -> None:
         """The job's final event and its end, in one transaction."""
         pipe = self.client.pipeline()
-        self._append(
-            keys=[key(self.job_id, "events"), key(self.job_id, "seq")], args=[END_TTL_S, status, b""], client=pipe
-        )
-        self._finish_end(pipe, _end_fields(status, error, result))
+        self._append(**_append_call(self.job_id, END_TTL_S, [(status, None)]), client=pipe)
+        _queue_end(pipe, self.job_id, _end_fields(status, error, result))
+        pipe.execute()
 
     def hand_back(self, finished: Finished) -> None:
         """A fit whose end a coordinator commits (it runs the fit's follow-up): no final event from here."""
@@ -134,15 +155,6 @@ class WorkerChannel:
         pipe.rpush(key(self.job_id, "handed"), pickle.dumps(finished))
         pipe.expire(key(self.job_id, "handed"), END_TTL_S)
         pipe.delete(key(self.job_id, "beat"))  # the coordinator beats for the job from now on
-        pipe.execute()
-
-    def _finish_end(self, pipe: Any, fields: dict[str | bytes, bytes]) -> None:
-        end, done = key(self.job_id, "end"), key(self.job_id, "done")
-        pipe.hset(end, mapping=fields)
-        pipe.expire(end, END_TTL_S)
-        pipe.rpush(done, b"1")
-        pipe.expire(done, END_TTL_S)
-        pipe.delete(key(self.job_id, "beat"))
         pipe.execute()
 
 
@@ -177,19 +189,13 @@ class ApiChannel:
         return bool(await self.client.exists(key(job_id, "cancel")))
 
     async def append(self, job_id: str, events: list[tuple[str, dict[str, Any] | None]], ttl_s: int) -> int:
-        args: list[Any] = [ttl_s]
-        for kind, data in events:
-            args.extend(encode(kind, data))
-        return int(await self._append(keys=[key(job_id, "events"), key(job_id, "seq")], args=args))
+        return int(await self._append(**_append_call(job_id, ttl_s, events)))
 
     async def end(self, job_id: str, status: str, error: dict[str, str] | None = None) -> None:
         """A job ended here (cancelled while queued, a coordinated job's end): its final event and end."""
         await self.append(job_id, [(status, None)], END_TTL_S)
         pipe = self.client.pipeline()
-        pipe.hset(key(job_id, "end"), mapping=_end_fields(status, error, None))  # type: ignore[arg-type]
-        pipe.expire(key(job_id, "end"), END_TTL_S)
-        pipe.rpush(key(job_id, "done"), b"1")
-        pipe.expire(key(job_id, "done"), END_TTL_S)
+        _queue_end(pipe, job_id, _end_fields(status, error, None))
         await pipe.execute()
 
     async def wait_end(self, job_id: str, timeout_s: float) -> End | None:

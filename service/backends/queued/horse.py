@@ -19,7 +19,7 @@ import redis
 
 from service.backends.queued.channel import BEAT_INTERVAL_S, WorkerChannel
 from service.backends.queued.stores import WorkerStores, open_worker_stores
-from service.jobs.ending import as_ended, commit_end
+from service.jobs.ending import STUCK_PAST_TIME_LIMIT, as_ended, commit_end
 from service.jobs.models import JobRecord, StorageError, WorkItem
 from service.jobs.protocol import Finished, IterationEvent
 from service.jobs.worker import RunHooks, execute, limit_memory
@@ -183,10 +183,5 @@ def _stuck_past_time_limit(finished: Finished, elapsed_s: float, time_limit_s: f
     """RQ's job timeout interrupts a fit stuck past its time limit with an exception: say so, not 'internal'."""
     internal = finished.status == "failed" and (finished.error or {}).get("type") == "internal_error"
     if internal and elapsed_s >= time_limit_s:
-        error = {
-            "type": "time_limit",
-            "message": "the fit did not stop at its time limit (it was stuck before its first iteration) "
-            "and was stopped; use fewer points or a larger time_limit_s",
-        }
-        return Finished(finished.job_id, "failed", error=error)
+        return Finished(finished.job_id, "failed", error=dict(STUCK_PAST_TIME_LIMIT))
     return finished

@@ -32,7 +32,16 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from service.backends.queued.channel import BEAT_INTERVAL_S, BEAT_TTL_S, END_TTL_S, ApiChannel, End, unavailable
+from service.backends.queued.channel import (
+    BEAT_INTERVAL_S,
+    BEAT_TTL_S,
+    END_TTL_S,
+    ApiChannel,
+    End,
+    dataset_users_key,
+    key,
+    unavailable,
+)
 from service.backends.queued.horse import QueuedJob, run_queued
 from service.jobs.ending import KeepModel, as_ended, commit_end
 from service.jobs.manager import JobEvent, JobLimits, JobObserver, stored_events, without_result
@@ -174,12 +183,9 @@ class DistributedJobManager:
         owner: str | None,
         ephemeral: bool,
         follow_up: FollowUp | None,
-        extra_parts: int = 0,
+        room_needed: int = 1,
     ) -> JobRecord:
-        with _redis_errors():
-            waiting = self._queue.count
-        if waiting + extra_parts >= self.limits.queue_size:
-            raise QueueFull(self.limits.queue_size, retry_after_s=max(1, waiting // max(1, self._stats["workers"])))
+        self._check_room(room_needed)
         record = JobRecord(
             id=new_job_id(), kind=kind, status="queued", created_at=time.time(), request=request, owner=owner
         )
@@ -189,12 +195,20 @@ class DistributedJobManager:
         if ephemeral and isinstance(dataset := request.get("dataset"), str):
             # Not in the store: the dataset's delete (on any replica) learns of this job from Redis.
             with _redis_errors():
-                users = _dataset_users(dataset)
+                users = dataset_users_key(dataset)
                 self._sync_redis.sadd(users, record.id)
                 self._sync_redis.expire(users, job.running_ttl_s)
             self._dataset_of[record.id] = dataset
         self._enqueue(job)
         return record
+
+    def _check_room(self, jobs: int) -> None:
+        """QueueFull unless ``jobs`` more fit in the queue. A group's parts, checked together with the group, each
+        need one less than the group has (``1 - len(parts)``)."""
+        with _redis_errors():
+            waiting = self._queue.count
+        if waiting + jobs > self.limits.queue_size:
+            raise QueueFull(self.limits.queue_size, retry_after_s=max(1, waiting // max(1, self._stats["workers"])))
 
     def _enqueue(self, job: QueuedJob) -> None:
         try:
@@ -228,10 +242,7 @@ class DistributedJobManager:
     ) -> JobRecord:
         """See :meth:`~service.jobs.manager.LocalJobManager.submit_group`; the parts are queued jobs, awaited
         and combined by this replica."""
-        with _redis_errors():
-            waiting = self._queue.count
-        if waiting + len(items) > self.limits.queue_size:
-            raise QueueFull(self.limits.queue_size, retry_after_s=max(1, waiting // max(1, self._stats["workers"])))
+        self._check_room(len(items))
         record = JobRecord(
             id=new_job_id(), kind=kind, status="running", created_at=time.time(), request=request, owner=owner
         )
@@ -240,7 +251,7 @@ class DistributedJobManager:
             self.store.insert(record)
             self.store.mark_running(record.id, record.started_at)
         part_request = {**request, "group": record.id}
-        parts = [self._submit(part_kind, item, part_request, owner, True, None, -len(items)).id for item in items]
+        parts = [self._submit(part_kind, item, part_request, owner, True, None, 1 - len(items)).id for item in items]
         began = time.monotonic()
 
         async def run(coordinated: _Coordinated) -> None:
@@ -284,11 +295,11 @@ class DistributedJobManager:
         dataset = self._dataset_of.pop(job_id, None)
         if dataset is not None:
             with contextlib.suppress(redis.RedisError):
-                self._sync_redis.srem(_dataset_users(dataset), job_id)
+                self._sync_redis.srem(dataset_users_key(dataset), job_id)
 
     def uses_dataset(self, dataset_id: str) -> bool:
         with _redis_errors():
-            if self._sync_redis.exists(_dataset_users(dataset_id)):
+            if self._sync_redis.exists(dataset_users_key(dataset_id)):
                 return True
         for status in ("queued", "running"):
             cursor: str | None = None
@@ -446,7 +457,7 @@ class DistributedJobManager:
         coordinated.parts = [
             (
                 await anyio.to_thread.run_sync(
-                    self._submit, follow_up.kind, item, part_request, owner, True, None, -len(items)
+                    self._submit, follow_up.kind, item, part_request, owner, True, None, 1 - len(items)
                 )
             ).id
             for item in items
@@ -594,31 +605,29 @@ class DistributedJobManager:
             elif status in (JobStatus.FAILED, JobStatus.STOPPED):  # its worker could not start it (no store)
                 await self._fail_if_unfinished(record.id, _NOT_STARTED)
         for job_id in list(self._waited):
-            if await anyio.to_thread.run_sync(self._lost_ephemeral, job_id):
-                await self._channel.end(
-                    job_id, "failed", _QUEUE_LOST if not await self._was_started(job_id) else _WORKER_GONE
-                )
+            if (error := await anyio.to_thread.run_sync(self._why_ephemeral_is_lost, job_id)) is not None:
+                await self._channel.end(job_id, "failed", error)
 
-    async def _was_started(self, job_id: str) -> bool:
-        return await anyio.to_thread.run_sync(lambda: _rq_status(self._sync_redis, job_id) is not None)
-
-    def _lost_ephemeral(self, job_id: str) -> bool:
-        """An ephemeral job with no end that no worker will end: Redis lost it, or its worker died (its beat has
-        stopped, or RQ saw its horse die, for longer than a beat lasts: the worker's own handler had its chance)."""
+    def _why_ephemeral_is_lost(self, job_id: str) -> dict[str, str] | None:
+        """Why an ephemeral job with no end will never get one from a worker (None: it may yet): Redis lost it
+        (``queue_lost``), or its worker died (``worker_died``: its beat has stopped, or RQ saw its horse die, for
+        longer than a beat lasts, so the worker's own handler had its chance)."""
         try:
             job: Job | None = Job.fetch(job_id, connection=self._sync_redis)
         except NoSuchJobError:
             job = None
-        if self._sync_redis.exists(_end_key(job_id)):
-            return False  # (read after the job: a job RQ dropped on finishing has its end by then)
+        if self._sync_redis.exists(key(job_id, "end")):
+            return None  # (read after the job: a job RQ dropped on finishing has its end by then)
         if job is None:
-            return True
+            return _QUEUE_LOST
         status = job.get_status()
         since = job.ended_at or job.started_at
         long_ago = since is not None and time.time() - since.timestamp() > BEAT_TTL_S
         if status == JobStatus.STARTED:
-            return long_ago and not self._sync_redis.exists(f"em:{{{job_id}}}:beat")
-        return long_ago and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+            died = long_ago and not self._sync_redis.exists(key(job_id, "beat"))
+        else:
+            died = long_ago and status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+        return _WORKER_GONE if died else None
 
     def _unfinished(self, status: str) -> builtins.list[JobRecord]:
         records, _ = self.store.list(1000, None, JobFilter(status=status))  # type: ignore[arg-type]
@@ -662,14 +671,6 @@ _QUEUE_DOWN = {"type": "storage", "message": "the job queue (Redis) could not be
 
 def _status(text: str) -> Status:
     return text if text in ("succeeded", "failed", "cancelled") else "failed"  # type: ignore[return-value]
-
-
-def _end_key(job_id: str) -> str:
-    return f"em:{{{job_id}}}:end"
-
-
-def _dataset_users(dataset_id: str) -> str:
-    return f"em:dataset:{dataset_id}:users"
 
 
 def _rq_status(client: redis.Redis, job_id: str) -> JobStatus | None:

@@ -16,10 +16,10 @@ from typing import Any
 import redis
 from rq.job import Job
 
-from service.backends.queued.channel import WorkerChannel
+from service.backends.queued.channel import WorkerChannel, key
 from service.backends.queued.horse import QueuedJob
 from service.backends.queued.stores import open_worker_stores
-from service.jobs.ending import as_ended, commit_end
+from service.jobs.ending import as_ended, commit_end, worker_died
 
 logger = logging.getLogger("service.worker")
 
@@ -30,12 +30,7 @@ def job_stopped(job: Job, connection: redis.Redis) -> None:
 
 def horse_died(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
     how = f"signal {os.WTERMSIG(ret_val)}" if os.WIFSIGNALED(ret_val) else f"exit status {os.WEXITSTATUS(ret_val)}"
-    error = {
-        "type": "worker_died",
-        "message": f"the worker process running this job died ({how}); "
-        "if it ran out of memory, use fewer points or components",
-    }
-    _end_for_horse(job, job.connection, "failed", error)
+    _end_for_horse(job, job.connection, "failed", worker_died(how))
 
 
 def _end_for_horse(job: Job, connection: redis.Redis, status: str, error: dict[str, str] | None) -> None:
@@ -43,7 +38,7 @@ def _end_for_horse(job: Job, connection: redis.Redis, status: str, error: dict[s
     if not isinstance(queued, QueuedJob):
         return
     channel = WorkerChannel(connection, queued.record.id, queued.running_ttl_s)
-    if connection.exists(f"em:{{{queued.record.id}}}:done"):
+    if connection.exists(key(queued.record.id, "done")):
         return  # the horse ended it before it died
     if queued.ephemeral:
         channel.end(status, error)

@@ -7,13 +7,12 @@ job's end.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from service.backends.postgres import Database, PostgresJobStore, PostgresModelStore
-from service.jobs.models import JobRecord, StorageError
-from service.models.store import ModelRecord
+from service.jobs.ending import keeper_of
+from service.jobs.models import StorageError
 from service.settings import Settings
 
 logger = logging.getLogger("service.worker")
@@ -24,11 +23,7 @@ class WorkerStores:
         self.database = database
         self.jobs = PostgresJobStore(database)
         self.models = PostgresModelStore(database, max_models)
-
-    def keep_model(self, record: JobRecord, model: bytes, ephemeral: bool) -> None:
-        """As the API keeps a local job's model: a synchronous fit's names no job (it cannot be read back)."""
-        job_id = None if ephemeral else record.id
-        self.models.put(ModelRecord(record.id, record.owner, record.kind, time.time(), job_id, model))
+        self.keep_model = keeper_of(self.models)  # as the API keeps a local job's model
 
     def write(self, write: Callable[..., Any], *args: Any) -> bool:
         """A write whose loss is tolerable (progress, "running")."""
