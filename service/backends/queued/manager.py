@@ -109,6 +109,7 @@ class DistributedJobManager:
         self._problem: str | None = "the job runner is not up"
         self._background: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     # --- lifecycle ---
 
@@ -135,10 +136,9 @@ class DistributedJobManager:
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            await self._reaper
         # Jobs on workers go on without this replica; what it coordinates cannot.
         for coordinated in list(self._coordinated.values()):
             if coordinated.task is not None:
@@ -549,9 +549,10 @@ class DistributedJobManager:
     # --- the reaper and housekeeping ---
 
     async def _reap_forever(self) -> None:
+        # Stopped by an event, not by cancelling the task: a cancel that lands while the reaper waits on a thread
+        # (anyio shields that wait) can be lost, and stop() then waited for the reaper forever.
         last_housekeeping = 0.0
-        while True:
-            await asyncio.sleep(self.reaper_interval_s)
+        while not await self._stopping_within(self.reaper_interval_s):
             try:
                 await self._check_health()
                 if self._problem is None:
@@ -563,6 +564,11 @@ class DistributedJobManager:
                 logger.warning("reaper: %s", exc)
             except Exception:
                 logger.exception("reaper failed")
+
+    async def _stopping_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
 
     async def _check_health(self) -> None:
         try:
