@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
+from math import exp, log
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,8 @@ from service.em.seeding import kmeans_plus_plus
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
+# The scalar pass's M-step sums: sum r heads, sum r tails, sum r, one float per coin in each list.
+ScalarSums = tuple[list[float], list[float], list[float]]
 
 # Rows per chunk of a pass: a chunk's K x rows temporaries stay in cache, and a fit of fewer rows runs in
 # one call with no thread pool. Measured on 2 cores (benchmarks/bench_em.py, n = 10^6, K = 2..5).
@@ -43,6 +46,10 @@ _CHUNK_ROWS = 1 << 15
 # rows numpy's per-call overhead is the whole cost, and the chunked pass's tricks (long rows, a shifted exp,
 # blocked logs) only pay on long arrays. A Do & Batzoglou fit's E-step: 42 us chunked, 19 us small.
 _SMALL_ROWS = 512
+# Fits of at most this many experiment x coin cells take the scalar pass: plain Python floats, no numpy call
+# inside the loop. A numpy call costs a microsecond or two whatever its size, so on a handful of cells a
+# Python loop is cheaper: a Do & Batzoglou iteration (E- and M-step) is ~40 us with the small pass, ~15 us so.
+_SCALAR_CELLS = 64
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,9 @@ class CoinMixture:
         self._chunks = row_chunks(heads.size, _CHUNK_ROWS)
         # n x 3 rows [heads, tails, 1] for the small pass (None for larger fits)
         self._rows = self._features.T.copy() if heads.size <= _SMALL_ROWS else None
+        # (heads, tails) per experiment as Python floats, for the scalar pass (None for larger fits)
+        scalar = heads.size * n_coins <= _SCALAR_CELLS
+        self._pairs = list(zip(heads.tolist(), tails.tolist(), strict=True)) if scalar else None
         self._log_block = 1000 if n_coins == 1 else int(1000 / np.log2(n_coins))  # see _sum_of_logs
         self.fixed_weights = (
             np.full(n_coins, 1.0 / n_coins) if weights is None else check_weights(weights, n_coins, "init.weights")
@@ -145,8 +155,11 @@ class CoinMixture:
 
     # --- the EM hooks: one pass over the experiments per iteration ---
 
-    def e_step(self, params: CoinParams) -> tuple[float, FloatArray]:
-        """Log-likelihood and the M-step's sums, (K, 3): sum r heads, sum r tails, sum r, per coin."""
+    def e_step(self, params: CoinParams) -> tuple[float, FloatArray | ScalarSums]:
+        """Log-likelihood and the M-step's sums, (K, 3): sum r heads, sum r tails, sum r, per coin (as three
+        lists of floats from the scalar pass)."""
+        if self._pairs is not None and (scalar := _scalar_pass(self._pairs, params)) is not None:
+            return scalar
         if self._rows is not None and (small := _small_log_joint(self._rows, params)) is not None:
             terms, top = small
             np.exp(terms, out=terms)
@@ -188,7 +201,9 @@ class CoinMixture:
             joint -= np.log(_over_coins(np.add, terms)) + shift
         return joint.T
 
-    def m_step(self, sums: FloatArray, params: CoinParams) -> tuple[CoinParams, list[str]]:
+    def m_step(self, sums: FloatArray | ScalarSums, params: CoinParams) -> tuple[CoinParams, list[str]]:
+        if isinstance(sums, tuple):
+            return self._scalar_m_step(sums, params)
         expected_heads = sums[:, 0]
         expected_flips = sums[:, 0] + sums[:, 1]
         # Fixed weights were normalised once, when checked; fitted ones are the coins' shares of the experiments.
@@ -200,6 +215,19 @@ class CoinMixture:
         biases = np.where(empty, params.biases, expected_heads / np.where(empty, 1.0, expected_flips))
         warning = f"coin(s) {np.flatnonzero(empty).tolist()} explain no experiment; their bias was left unchanged"
         return CoinParams(biases=biases, weights=weights), [warning]
+
+    def _scalar_m_step(self, sums: ScalarSums, params: CoinParams) -> tuple[CoinParams, list[str]]:
+        """The M-step above, in Python floats, after a scalar pass."""
+        heads_of, tails_of, share = sums
+        flips = [heads + tails for heads, tails in zip(heads_of, tails_of, strict=True)]
+        if not min(flips) > 0:  # a coin that explains nothing: rare, left to the array M-step's rule
+            return self.m_step(np.array(sums).T, params)
+        if self.fit_weights:
+            total = sum(share)
+            weights = np.array([s / total for s in share])
+        else:
+            weights = params.weights
+        return CoinParams(np.array([heads / n for heads, n in zip(heads_of, flips, strict=True)]), weights), []
 
     def diagnose(self, params: CoinParams) -> list[str]:
         # A coin that explains nothing is named by the M-step already, in the iteration it happens.
@@ -252,6 +280,30 @@ class CoinMixture:
         if self.fit_weights:
             expected_hessian[K:, K:] = simplex_hessian(weights, resp.sum(axis=0))
         return covariance_of_estimates(sums.information(expected_hessian), names, converged), maps
+
+
+def _scalar_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[float, ScalarSums] | None:
+    """The small pass's sums and log-likelihood, in Python floats, for a fit of a few cells; None where the
+    small pass would give up too (a coin impossible somewhere, a parameter that is not a number)."""
+    biases, weights = params.biases.tolist(), params.weights.tolist()
+    if not (min(biases) > 0 and max(biases) < 1 and min(weights) > 0):  # False for a NaN as well
+        return None
+    table = [(log(b), log(1.0 - b), log(w)) for b, w in zip(biases, weights, strict=True)]
+    K = len(table)
+    heads_of, tails_of, share = [0.0] * K, [0.0] * K, [0.0] * K
+    log_likelihood = 0.0
+    for heads, tails in pairs:
+        joint = [heads * log_p + tails * log_q + log_w for log_p, log_q, log_w in table]
+        top = max(joint)  # shifted, as in the other passes, so a long experiment's exp does not underflow
+        terms = [exp(j - top) for j in joint]
+        total = sum(terms)
+        log_likelihood += log(total) + top
+        for k in range(K):
+            r = terms[k] / total
+            heads_of[k] += r * heads
+            tails_of[k] += r * tails
+            share[k] += r
+    return log_likelihood, (heads_of, tails_of, share)
 
 
 def _small_log_joint(rows: FloatArray, params: CoinParams) -> tuple[FloatArray, FloatArray] | None:

@@ -127,20 +127,44 @@ def _reference_pass(heads, tails, biases, weights):
         ([0.3, 0.7, 0.5], [0.0, 0.5, 0.5]),  # a coin of weight 0
     ],
 )
-def test_pass_matches_xlogy_and_logsumexp(biases, weights):
+@pytest.mark.parametrize("n_experiments", [500, 12])  # the small numpy pass; the scalar pass (12 x 3 cells)
+def test_pass_matches_xlogy_and_logsumexp(biases, weights, n_experiments):
+    import service.em.coins as coins
+
     rng = np.random.default_rng(8)
-    heads = rng.integers(0, 30, 500).astype(float)
-    tails = rng.integers(0, 30, 500).astype(float)
-    heads[:20], tails[20:40] = 0.0, 0.0  # experiments every extreme coin can produce
+    heads = rng.integers(0, 30, n_experiments).astype(float)
+    tails = rng.integers(0, 30, n_experiments).astype(float)
+    cut = max(2, n_experiments // 25)
+    heads[:cut], tails[cut : 2 * cut] = 0.0, 0.0  # experiments every extreme coin can produce
     tails[heads + tails == 0] = 1.0
     model = CoinMixture(heads, tails, 3)
+    assert (model._pairs is not None) == (n_experiments * 3 <= coins._SCALAR_CELLS)
     params = CoinParams(np.array(biases), np.array(weights))
     expected_ll, expected_log_resp = _reference_pass(heads, tails, params.biases, params.weights)
     log_likelihood, sums = model.e_step(params)
     assert log_likelihood == pytest.approx(expected_ll, rel=1e-13)
     np.testing.assert_allclose(model.log_responsibilities(params), expected_log_resp, rtol=1e-12, atol=1e-12)
     resp = np.exp(expected_log_resp)
+    sums = np.transpose(sums) if isinstance(sums, tuple) else sums  # the scalar pass's lists: one per sum
     np.testing.assert_allclose(sums, np.column_stack([resp.T @ heads, resp.T @ tails, resp.sum(axis=0)]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fit_weights", [False, True])
+def test_scalar_pass_fits_as_the_array_passes_do(monkeypatch, fit_weights):
+    # The same fit with the scalar pass switched off: the same path to the same numbers, up to summation order.
+    import service.em.coins as coins
+
+    heads = np.array([5.0, 9.0, 8.0, 4.0, 7.0, 1.0])
+    tails = 10.0 - heads
+    options = EMOptions(max_iter=200, tol=1e-10, seed=3)
+    scalar = run_em(CoinMixture(heads, tails, 3, fit_weights), options)
+    monkeypatch.setattr(coins, "_SCALAR_CELLS", 0)
+    arrays = run_em(CoinMixture(heads, tails, 3, fit_weights), options)
+    assert scalar.n_iter == arrays.n_iter and scalar.stop_reason == arrays.stop_reason == "converged"
+    assert scalar.log_likelihood == pytest.approx(arrays.log_likelihood, rel=1e-13)
+    np.testing.assert_allclose(scalar.params.biases, arrays.params.biases, rtol=1e-10)
+    np.testing.assert_allclose(scalar.params.weights, arrays.params.weights, rtol=1e-10)
+    np.testing.assert_allclose(scalar.log_resp, arrays.log_resp, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
