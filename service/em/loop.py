@@ -5,11 +5,12 @@ Every model goes through :func:`run_em`; a model only supplies the small hooks o
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,7 +90,7 @@ class EMOptions:
     def __post_init__(self) -> None:
         if self.max_iter < 1:
             raise EMError(f"max_iter must be at least 1, got {self.max_iter}", "max_iter")
-        if not (self.tol >= 0 and np.isfinite(self.tol)):
+        if not (self.tol >= 0 and math.isfinite(self.tol)):
             raise EMError(f"tol must be a finite number >= 0, got {self.tol}", "tol")
         if self.n_init < 1:
             raise EMError(f"n_init must be at least 1, got {self.n_init}", "n_init")
@@ -168,6 +169,23 @@ def start_seeds(seed: int | None, n_init: int) -> list[int]:
     return [seed, *(int(s) % _SEED_BOUND for s in derived)]
 
 
+class _GeneratorOnFirstUse:
+    """``np.random.default_rng(seed)``, built when a start first draws from it.
+
+    A start from given parameters draws nothing, and building a Generator (hashing the seed into its state)
+    costs as much as a few iterations of a small fit.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._generator: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._generator is None:
+            self._generator = np.random.default_rng(self._seed)
+        return getattr(self._generator, name)
+
+
 def run_em(
     model: EMModel[ParamsT, StatsT],
     options: EMOptions,
@@ -191,7 +209,7 @@ def run_em(
         # so there is a state to return.
         if runs and (_past(deadline) or hooks.should_cancel()):
             break
-        params = model.initialize(np.random.default_rng(seed))
+        params = model.initialize(cast(np.random.Generator, _GeneratorOnFirstUse(seed)))
         runs.append(_run_start(model, options, hooks, index, seed, params, deadline))
         _forget_traces_of_beaten_starts(runs)
         if runs[-1].stop_reason in ("cancelled", "time_limit"):
@@ -311,7 +329,7 @@ def _past(deadline: float | None) -> bool:
 
 
 def _check_finite(log_likelihood: float) -> None:
-    if not np.isfinite(log_likelihood):
+    if not math.isfinite(log_likelihood):
         raise EMError(
             "the fit became numerically degenerate (log-likelihood is not finite); "
             "try fewer components, a larger reg_covar, or other starting parameters"

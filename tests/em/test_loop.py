@@ -211,3 +211,26 @@ def test_time_limit_stops_at_the_first_iteration_that_starts_past_it(monkeypatch
     assert outcome.n_iter == math.ceil(budget_s)
     assert outcome.stop_reason == "time_limit"
     assert outcome.elapsed_s == outcome.n_iter
+
+
+def test_each_start_draws_from_its_seeds_generator_built_only_when_drawn_from(monkeypatch):
+    import service.em.loop as loop
+
+    built: list[int] = []
+    default_rng = np.random.default_rng
+
+    def counting_rng(seed: int) -> np.random.Generator:
+        built.append(seed)
+        return default_rng(seed)
+
+    monkeypatch.setattr(loop.np.random, "default_rng", counting_rng)
+    heads = np.array([5.0, 9.0, 8.0, 4.0, 7.0])
+    # Given biases: nothing is drawn, so no Generator is built.
+    run_em(CoinMixture(heads, 10 - heads, 2, biases=np.array([0.6, 0.5])), EMOptions(seed=7))
+    assert built == []
+    # Seeded starts: each start's draws are those of default_rng(its seed), as if built up front.
+    drawn = CoinMixture(heads, 10 - heads, 2).initialize(default_rng(7)).biases
+    run_em(CoinMixture(heads, 10 - heads, 2), EMOptions(seed=7, max_iter=1, tol=0, canonical_order=False))
+    assert built == [7]
+    replayed = CoinMixture(heads, 10 - heads, 2).initialize(loop._GeneratorOnFirstUse(7))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(replayed.biases, drawn)
