@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -35,10 +36,20 @@ class Metrics:
         self.busy_workers = Gauge("em_busy_workers", "Workers running a fit", registry=self.registry)
         self.workers = Gauge("em_workers", "Worker processes", registry=self.registry)
         self.store_bytes = Gauge("em_store_bytes", "Bytes of live pages in the job store", registry=self.registry)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: labels() takes a lock and checks its arguments on every
+        call, a few microseconds a request. Label values are bounded (route templates, methods, statuses, kinds)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.latency, route, method).observe(seconds)
 
     def watch_jobs(self, stats: Callable[[], dict[str, int]], store_bytes: Callable[[], int]) -> None:
         """Queue, worker and store gauges are read from the job manager at scrape time."""
@@ -49,10 +60,10 @@ class Metrics:
 
     # The job manager's observer hooks.
     def job_finished(self, kind: str, status: str) -> None:
-        self.fits.labels(kind, status).inc()
+        self._child(self.fits, kind, status).inc()
 
     def iterations_run(self, kind: str, count: int) -> None:
-        self.iterations.labels(kind).inc(count)
+        self._child(self.iterations, kind).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -138,11 +139,8 @@ class Settings(BaseSettings):
         """``worker_memory_mb``, or its default from this machine's memory (None where that cannot be read)."""
         if self.worker_memory_mb is not None:
             return self.worker_memory_mb
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            return None
-        return max(256, int(0.8 * total / 2**20 / self.workers))
+        total = _machine_memory_bytes()
+        return None if total is None else max(256, int(0.8 * total / 2**20 / self.workers))
 
     @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
@@ -150,3 +148,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+
+@cache
+def _machine_memory_bytes() -> int | None:
+    """This machine's memory (None where it cannot be read); asked once: every fit request checks against it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
