@@ -11,6 +11,7 @@ same features; no n x K array lives between the steps. Large fits run in row chu
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -95,7 +96,9 @@ class CoinMixture:
         if heads.ndim != 1 or heads.shape != tails.shape or heads.size == 0:
             raise InvalidParameterError("heads and tails must be equal-length, non-empty 1-D arrays", "counts")
         # As minima: three reductions where comparisons would take six passes, and a NaN count fails too.
-        if not (min(heads.min(), tails.min()) >= 0 and (heads + tails).min() >= 1):
+        # (ufunc reductions called directly: ndarray.min adds a Python wrapper each, a tiny fit's real cost.)
+        lowest = np.minimum.reduce
+        if not (min(lowest(heads), lowest(tails)) >= 0 and lowest(heads + tails) >= 1):
             raise InvalidParameterError("every experiment needs heads >= 0, tails >= 0 and at least one flip", "counts")
         if n_coins < 1:
             raise InvalidParameterError(f"n_coins must be at least 1, got {n_coins}", "n_coins")
@@ -116,7 +119,7 @@ class CoinMixture:
         # (heads, tails) per experiment as Python floats, for the scalar pass (None for larger fits)
         scalar = heads.size * n_coins <= _SCALAR_CELLS
         self._pairs = list(zip(heads.tolist(), tails.tolist(), strict=True)) if scalar else None
-        self._log_block = 1000 if n_coins == 1 else int(1000 / np.log2(n_coins))  # see _sum_of_logs
+        self._log_block = 1000 if n_coins == 1 else int(1000 / math.log2(n_coins))  # see _sum_of_logs
         self.fixed_weights = (
             np.full(n_coins, 1.0 / n_coins) if weights is None else check_weights(weights, n_coins, "init.weights")
         )
@@ -132,7 +135,7 @@ class CoinMixture:
             raise InvalidParameterError(
                 f"init.biases has {biases.size} values, expected n_coins = {self.n_coins}", "init.biases"
             )
-        if not np.all((biases > 0) & (biases < 1)):
+        if not (np.minimum.reduce(biases) > 0 and np.maximum.reduce(biases) < 1):  # False for a NaN too
             raise InvalidParameterError("init.biases must each lie strictly between 0 and 1", "init.biases")
         return biases
 
@@ -284,21 +287,32 @@ class CoinMixture:
 
 def _scalar_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[float, ScalarSums] | None:
     """The small pass's sums and log-likelihood, in Python floats, for a fit of a few cells; None where the
-    small pass would give up too (a coin impossible somewhere, a parameter that is not a number)."""
+    small pass would give up too (a coin impossible somewhere, a parameter that is not a number).
+
+    Plain loops over preallocated lists: in Python 3.11 each comprehension is a function call, and per
+    experiment those calls cost more than the arithmetic.
+    """
     biases, weights = params.biases.tolist(), params.weights.tolist()
     if not (min(biases) > 0 and max(biases) < 1 and min(weights) > 0):  # False for a NaN as well
         return None
     table = [(log(b), log(1.0 - b), log(w)) for b, w in zip(biases, weights, strict=True)]
-    K = len(table)
-    heads_of, tails_of, share = [0.0] * K, [0.0] * K, [0.0] * K
+    coins = range(len(table))
+    heads_of, tails_of, share = [0.0] * len(table), [0.0] * len(table), [0.0] * len(table)
+    terms = [0.0] * len(table)
     log_likelihood = 0.0
     for heads, tails in pairs:
-        joint = [heads * log_p + tails * log_q + log_w for log_p, log_q, log_w in table]
-        top = max(joint)  # shifted, as in the other passes, so a long experiment's exp does not underflow
-        terms = [exp(j - top) for j in joint]
-        total = sum(terms)
+        top = -math.inf  # shifted by the top, as in the other passes: a long experiment's exp must not underflow
+        for k in coins:
+            log_p, log_q, log_w = table[k]
+            terms[k] = joint = heads * log_p + tails * log_q + log_w
+            if joint > top:
+                top = joint
+        total = 0.0
+        for k in coins:
+            terms[k] = term = exp(terms[k] - top)
+            total += term
         log_likelihood += log(total) + top
-        for k in range(K):
+        for k in coins:
             r = terms[k] / total
             heads_of[k] += r * heads
             tails_of[k] += r * tails
