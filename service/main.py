@@ -73,8 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend = open_backend(settings, app_metrics)
         manager, models, datasets = backend.jobs, backend.models, backend.datasets
         await manager.start()
-        model_writes = GroupCommit(models)
-        app.state.services = AppServices(settings, manager, app_metrics, datasets, models, model_writes)
+        app.state.services = AppServices(settings, manager, app_metrics, datasets, models, GroupCommit(models))
         app_metrics.watch_jobs(manager.stats, manager.store_size_bytes)
         # Everything built so far (libraries, schemas, the app) lives as long as the process: move it out of
         # the collector's sight, so full collections under load scan only what requests create.
@@ -86,7 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             expiry.cancel()
             await manager.stop()
-            model_writes.close()
             backend.close()
 
     # Swagger UI and ReDoc assets are served by the app itself: /docs works behind a firewall.

@@ -13,7 +13,6 @@ import asyncio
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,47 +162,34 @@ class SQLiteModelStore:
 
 
 class GroupCommit:
-    """Puts made while the previous commit was under way (or within one turn of the event loop), committed
-    together, on a thread of their own.
+    """Puts made within one turn of the event loop, committed together at the next turn.
 
     A synchronous fit answers only once its model is stored; at hundreds of small fits a second, a commit each
-    cost more than the fit's own arithmetic, and a commit on the event loop (SQLite's write, or a PostgreSQL
-    round trip) held every other request meanwhile. Each ``put`` still waits for its own record's commit (and
-    gets the StorageError if the batch is refused), so nothing is answered before it is stored.
+    cost more than the fit's own arithmetic. Each ``put`` still waits for its own record's commit (and gets the
+    StorageError if the batch is refused), so nothing is answered before it is stored.
     """
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
         self._pending: list[tuple[ModelRecord, asyncio.Future[None]]] = []
-        self._committer: asyncio.Task[None] | None = None  # referenced: the loop keeps only a weak one
-        # One thread: batches commit in order, and the store sees one writer from here.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-commit")
 
     async def put(self, record: ModelRecord) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
         self._pending.append((record, done))
-        if self._committer is None:
-            self._committer = loop.create_task(self._commit_while_pending(loop))
         await done
 
-    async def _commit_while_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await loop.run_in_executor(self._thread, self.store.put_many, [record for record, _ in batch])
-                except Exception as exc:  # every waiter gets the store's refusal
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._committer = None
-
-    def close(self) -> None:
-        """Wait for the commit under way (a put still waiting gets its answer first)."""
-        self._thread.shutdown(wait=True)
+            self.store.put_many([record for record, _ in batch])
+        except Exception as exc:  # every waiter gets the store's refusal
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
