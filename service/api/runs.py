@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -94,7 +94,11 @@ def result_of(record: JobRecord, what: str) -> bytes:
     """A synchronous request's answer from its ended (ephemeral) job: the result, or the job's error raised."""
     if record.status == "succeeded" and record.result is not None:
         return record.result
-    error = record.error or {"type": "cancelled", "message": f"the {what} was {record.status}"}
+    raise_error(record.error or {"type": "cancelled", "message": f"the {what} was {record.status}"})
+
+
+def raise_error(error: dict[str, str]) -> NoReturn:
+    """A failed fit's error, raised as the API answers it: 422 for input the solver refused, else FitFailed."""
     if error.get("type") == "invalid_request":
         raise EMError(error["message"], error.get("field") or None)  # answered 422, as if raised here
     raise FitFailed(error)
@@ -103,20 +107,29 @@ def result_of(record: JobRecord, what: str) -> bytes:
 async def solve_inline(
     family: Family[Any, Any, Any], task: FitTask, app: AppServices, access: Access, render: Render | None = None
 ) -> bytes:
-    """Solve and render ``task`` here (the family's result, unless ``render`` is given); its model is stored
-    before this returns."""
+    """Solve and render ``task`` (the family's result, unless ``render`` is given) on an idle worker's core, or
+    here when none is free; its model is stored before this returns."""
     observer, fit_id = app.observer, new_job_id()
-    try:
-        solution = family.solve(task, None)
-        result = (render or family.render)(solution, fit_id)
-        model = kept_model_json(family.keep, solution)
-    except EMError:
+    finished = await app.jobs.run_small_fit(fit_id, work_item(family, task, render))
+    if finished is None:
+        try:
+            solution = family.solve(task, None)
+            result = (render or family.render)(solution, fit_id)
+            model = kept_model_json(family.keep, solution)
+        except EMError:
+            observer.job_finished(family.kind, "failed")
+            raise
+        iterations = sum(restart.n_iter for restart in solution.outcome.restarts)
+    elif finished.status == "succeeded" and finished.result is not None and finished.model is not None:
+        result, model = finished.result, finished.model
+        iterations = 0 if finished.replay is None else finished.replay.final_id - 1  # every start's iterations
+    else:
         observer.job_finished(family.kind, "failed")
-        raise
+        raise_error(finished.error or {"type": "internal_error", "message": "the fit failed unexpectedly"})
     # A small write (parameters only), committed with the other fits' of this turn of the loop; a StorageError
     # here is answered 503/507, as a job's would be.
     await app.model_writes.put(ModelRecord(fit_id, access.tenant, family.kind, time.time(), None, model))
-    observer.iterations_run(family.kind, sum(restart.n_iter for restart in solution.outcome.restarts))
+    observer.iterations_run(family.kind, iterations)
     observer.job_finished(family.kind, "succeeded")
     return result
 

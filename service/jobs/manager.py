@@ -90,6 +90,11 @@ class JobManager(Protocol):
         ephemeral: bool = False,
     ) -> JobRecord: ...
     async def wait(self, job_id: str) -> JobRecord: ...
+    async def run_small_fit(self, fit_id: str, item: WorkItem) -> Finished | None:
+        """A small synchronous fit solved off the event loop, if a worker here is free for it; None: solve it
+        yourself. Not a job: nothing is stored or followed, and its model is the caller's to keep."""
+        ...
+
     async def get(self, job_id: str, access: Access = EVERYONE) -> JobRecord: ...
     async def list(
         self, limit: int, cursor: str | None, where: JobFilter | None = None
@@ -199,6 +204,9 @@ class LocalJobManager:
 
     async def picture(self, job_id: str) -> bytes | None:
         return await anyio.to_thread.run_sync(self.store.picture, job_id)
+
+    async def run_small_fit(self, fit_id: str, item: WorkItem) -> Finished | None:
+        return await self.pool.run_small_fit(fit_id, item) if self._ready else None
 
     def store_size_bytes(self) -> int:
         """The store's size as last measured (by the watchdog): cheap enough for every metrics scrape."""

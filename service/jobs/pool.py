@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -20,13 +21,15 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from service.jobs.ending import worker_died
 from service.jobs.models import WorkItem
-from service.jobs.protocol import Assignment, Died, Finished, PoolMessage, WorkerMessage
+from service.jobs.protocol import Assignment, Died, Finished, PoolMessage, SmallFit, WorkerMessage
 from service.jobs.worker import worker_main
 
 logger = logging.getLogger("service.jobs.pool")
 
 _INLINE_SEND_MAX = 32 * 1024  # bytes; a pipe buffers 64 KiB
+_SMALL_FIT_GRACE_S = 5.0  # past its time limit, a small fit's worker is taken for stuck
 
 
 @dataclass(eq=False)
@@ -34,9 +37,19 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     cancel_seq: Any  # shared int: the sequence number of the job to cancel
+    small_fits: Connection  # its small-fit pipe, read by the event loop itself (see run_small_fit)
     job_id: str | None = None
     seq: int = 0
     retiring: bool = False  # said it will exit: runs no more jobs, and is replaced when it has gone
+    small_fit: asyncio.Future[Finished | None] | None = None  # the answer of the small fit it is solving
+
+    @property
+    def free_for_jobs(self) -> bool:
+        return self.job_id is None and not self.retiring
+
+    @property
+    def free_for_small_fits(self) -> bool:
+        return self.free_for_jobs and self.small_fit is None
 
 
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -76,6 +89,8 @@ class WorkerPool:
         # waited on them, a pipe's descriptor could be reused by a new worker's and the reader hang for good.
         self._retired: list[Connection] = []
         self._stopping = threading.Event()
+        # Small fits waiting for a worker to finish its small fit: the message to send, and where to answer.
+        self._waiting: deque[tuple[bytes, asyncio.Future[Finished | None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
         self._context = _context()
@@ -107,6 +122,7 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(1)
+            self._on_loop(self._forget_small_fits, worker)
         if self._reader is not None:
             self._reader.join(timeout_s)
 
@@ -120,22 +136,55 @@ class WorkerPool:
 
     @property
     def idle_count(self) -> int:
-        return sum(1 for w in self._workers if w.job_id is None and not w.retiring)
+        return sum(1 for w in self._workers if w.free_for_jobs)
 
     @property
     def busy_count(self) -> int:
         return sum(1 for w in self._workers if w.job_id is not None)
 
     def run(self, job_id: str, item: WorkItem) -> None:
-        worker = next(w for w in self._workers if w.job_id is None and not w.retiring)
+        worker = next(w for w in self._workers if w.free_for_jobs)
         worker.seq += 1
         worker.job_id = job_id
+        self._release_waiting_small_fits()
         assert self._loop is not None
         message = ForkingPickler.dumps(Assignment(job_id, worker.seq, item))
         if len(message) <= _INLINE_SEND_MAX:  # fits the pipe's buffer: the write cannot block
             self._send(worker, message)
         else:  # a large task blocks until the worker has read it: off the event loop
             self._loop.run_in_executor(None, self._send, worker, message)
+
+    async def run_small_fit(self, fit_id: str, item: WorkItem) -> Finished | None:
+        """Solve a small synchronous fit on a worker that runs no job: its answer, or None when no worker is free
+        for it (every one runs a job, or enough fits wait already), and the caller should solve it itself.
+
+        The event loop is the service's one busy core: a small fit's arithmetic there (hundreds of microseconds)
+        costs more than handing it to an idle worker's core (a pickled item each way, read by the loop itself:
+        tens of microseconds). A worker serves one small fit at a time, between jobs, never during one.
+        """
+        assert self._loop is not None
+        worker = next((w for w in self._workers if w.free_for_small_fits), None)
+        if worker is None and not (any(w.free_for_jobs for w in self._workers) and len(self._waiting) < self.size):
+            return None
+        message = bytes(ForkingPickler.dumps(SmallFit(fit_id, item)))
+        if len(message) > _INLINE_SEND_MAX:  # a larger item could block the loop's write
+            return None
+        answer: asyncio.Future[Finished | None] = self._loop.create_future()
+        if worker is not None:
+            self._send_small_fit(worker, message, answer)
+        else:
+            self._waiting.append((message, answer))
+        # A small fit stops itself at its time limit; a worker that has not answered well past it is stuck.
+        stuck = self._loop.call_later(item.time_limit_s + _SMALL_FIT_GRACE_S, self._kill_small_fit, answer)
+        try:
+            return await answer
+        finally:
+            stuck.cancel()
+
+    def _kill_small_fit(self, answer: asyncio.Future[Finished | None]) -> None:
+        worker = next((w for w in self._workers if w.small_fit is answer), None)
+        if worker is not None:
+            worker.process.kill()  # the reader thread reports its death, which answers the fit
 
     def cancel(self, job_id: str) -> None:
         """Ask the worker to stop at its next iteration (cooperative; see :meth:`kill`)."""
@@ -156,14 +205,80 @@ class WorkerPool:
 
     def _spawn(self) -> None:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
+        small_parent, small_child = self._context.Pipe(duplex=True)
         cancel_seq = self._context.RawValue("q", -1)
         process = self._context.Process(
-            target=worker_main, args=(child_conn, cancel_seq, self.memory_limit_bytes), name="em-worker", daemon=True
+            target=worker_main,
+            args=(child_conn, cancel_seq, self.memory_limit_bytes, small_child),
+            name="em-worker",
+            daemon=True,
         )
         process.start()
         child_conn.close()
+        small_child.close()
+        worker = _Worker(process, parent_conn, cancel_seq, small_parent)
         with self._lock:
-            self._workers.append(_Worker(process, parent_conn, cancel_seq))
+            self._workers.append(worker)
+        self._on_loop(self._watch_small_fits, worker)
+
+    # --- small fits (event loop thread) ---
+
+    def _watch_small_fits(self, worker: _Worker) -> None:
+        assert self._loop is not None
+        if not self._stopping.is_set():
+            self._loop.add_reader(worker.small_fits.fileno(), self._on_small_fit_answer, worker)
+            self._next_small_fit(worker)
+
+    def _forget_small_fits(self, worker: _Worker) -> None:
+        """Stop reading a gone worker's small-fit pipe, and answer the fit it was solving, if any."""
+        assert self._loop is not None
+        if not worker.small_fits.closed:
+            self._loop.remove_reader(worker.small_fits.fileno())
+            worker.small_fits.close()
+        answer, worker.small_fit = worker.small_fit, None
+        if answer is not None and not answer.done():
+            died = worker_died(describe_exit(worker.process.exitcode))
+            answer.set_result(Finished("", "failed", error=died))
+
+    def _send_small_fit(self, worker: _Worker, message: bytes, answer: asyncio.Future[Finished | None]) -> None:
+        worker.small_fit = answer
+        # Fits the pipe's buffer (see run_small_fit): the write cannot block. A worker that died meanwhile is
+        # reported by the reader thread, which answers the fit (see _forget_small_fits).
+        with contextlib.suppress(OSError, ValueError):
+            worker.small_fits.send_bytes(message)
+
+    def _on_small_fit_answer(self, worker: _Worker) -> None:
+        try:
+            finished: Finished = worker.small_fits.recv()
+        except (EOFError, OSError):  # the worker died: its death is reported by the reader thread
+            self._loop.remove_reader(worker.small_fits.fileno())  # type: ignore[union-attr]
+            return
+        answer, worker.small_fit = worker.small_fit, None
+        worker.retiring = worker.retiring or finished.worker_exits
+        if answer is not None and not answer.done():
+            answer.set_result(finished)
+        self._next_small_fit(worker)
+
+    def _next_small_fit(self, worker: _Worker) -> None:
+        while self._waiting and worker.free_for_small_fits:
+            message, answer = self._waiting.popleft()
+            if not answer.done():  # its caller may have gone
+                self._send_small_fit(worker, message, answer)
+        self._release_waiting_small_fits()
+
+    def _release_waiting_small_fits(self) -> None:
+        """Waiting small fits go back to their callers once no worker is left to take them (all run jobs)."""
+        if self._waiting and not any(w.free_for_jobs for w in self._workers):
+            while self._waiting:
+                _, answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_result(None)
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` on the event loop, from any thread (start and stop run in one of anyio's)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                self._loop.call_soon_threadsafe(callback, *args)
 
     def _send(self, worker: _Worker, message: bytes | memoryview) -> None:
         # A worker that died meanwhile is reported by the reader thread, which fails its job.
@@ -213,8 +328,10 @@ class WorkerPool:
         worker.process.join(1)
         job_id, exitcode = worker.job_id, worker.process.exitcode
         logger.warning("worker pid %s died (exit code %s) running job %s", worker.process.pid, exitcode, job_id)
+        self._forget_small_fits(worker)
         if not self._stopping.is_set():
             self._spawn()
+        self._release_waiting_small_fits()
         self._on_message(Died(job_id, exitcode))
 
 

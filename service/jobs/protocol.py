@@ -20,6 +20,15 @@ class Assignment:
     item: WorkItem
 
 
+@dataclass(frozen=True)
+class SmallFit:
+    """Parent to an idle worker, on its small-fit pipe: solve ``item`` now as fit ``fit_id``, with nobody
+    following it (no Started, no Progress); the answer is one :class:`Finished` on the same pipe."""
+
+    fit_id: str
+    item: WorkItem
+
+
 class IterationEvent(NamedTuple):
     start: int
     iteration: int

@@ -11,13 +11,13 @@ import os
 import resource
 import signal
 import time
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from service.em.errors import EMError
 from service.em.loop import Hooks
 from service.jobs.models import Replay, WorkItem
-from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, Started
+from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, SmallFit, Started
 from service.jobs.traces import StartTraces
 
 logger = logging.getLogger("service.jobs.worker")
@@ -70,6 +70,21 @@ class _WorkerHooks(RunHooks):
 
     def send(self, events: list[IterationEvent]) -> None:
         self.conn.send(Progress(self.job_id, events))
+
+
+class _Unfollowed(RunHooks):
+    """A small synchronous fit's hooks: nobody follows its iterations or draws its pictures, and nothing but
+    its own time limit stops it."""
+
+    def on_iteration(self, start: int, iteration: int, log_likelihood: float, delta: float) -> None:
+        pass
+
+
+def run_small_fit(conn: Connection, request: SmallFit) -> None:
+    finished = execute(request.fit_id, request.item, _Unfollowed())
+    conn.send(finished)
+    if finished.worker_exits:
+        raise MemoryError  # as after a job: the worker exits and is replaced
 
 
 def run_job(conn: Connection, assignment: Assignment, cancel_seq: Any) -> None:
@@ -133,17 +148,25 @@ def limit_memory(limit_bytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
-def worker_main(conn: Connection, cancel_seq: Any, memory_limit_bytes: int | None = None) -> None:
+def worker_main(
+    conn: Connection, cancel_seq: Any, memory_limit_bytes: int | None = None, small_fits: Connection | None = None
+) -> None:
+    """Jobs arrive on ``conn``; small synchronous fits on ``small_fits``, served first (they take microseconds,
+    and their callers wait)."""
     # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_memory(memory_limit_bytes)
     # Fits are batch work: when the cores are saturated the event loop (health checks, new requests,
     # streams) should be scheduled first, and a lower priority costs a lone fit nothing.
     os.nice(_WORKER_NICENESS)
+    channels = [conn] if small_fits is None else [conn, small_fits]
     while True:
         try:
+            if small_fits is not None and small_fits in wait(channels):
+                run_small_fit(small_fits, small_fits.recv())
+                continue
             message = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError, MemoryError):
             return
         if message is None:
             return

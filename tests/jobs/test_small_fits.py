@@ -1,0 +1,125 @@
+"""Small synchronous fits on the workers' idle cores: the same answer as solving them in the API process, a
+worker's death answered (and the worker replaced), and back to the caller whenever no worker is free."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import numpy as np
+import orjson
+import pytest
+
+from service.api.runs import work_item
+from service.em.loop import EMOptions
+from service.families import coins
+from service.families.coins import CoinTask
+from service.families.render import kept_model_json
+from service.jobs.manager import JobLimits, LocalJobManager
+from service.jobs.store import SQLiteJobStore
+
+HEADS = np.array([5.0, 9.0, 8.0, 4.0, 7.0])  # Do & Batzoglou's five experiments of ten flips
+BIASES = np.array([0.6, 0.5])
+
+
+def _task(max_iter: int = 100, tol: float = 1e-6, time_limit_s: float = 60.0) -> CoinTask:
+    options = EMOptions(max_iter=max_iter, tol=tol, seed=7, time_limit_s=time_limit_s)
+    return CoinTask(options, HEADS, 10 - HEADS, init_biases=BIASES)
+
+
+def _endless() -> CoinTask:
+    """A small fit that runs until its time limit (tol 0): long enough to be caught running."""
+    return _task(max_iter=10**9, tol=0.0, time_limit_s=30.0)
+
+
+@asynccontextmanager
+async def _manager(tmp_path, workers: int) -> AsyncIterator[LocalJobManager]:
+    manager = LocalJobManager(SQLiteJobStore(tmp_path), JobLimits(workers=workers, queue_size=8, retention_s=3600))
+    await manager.start()
+    try:
+        yield manager
+    finally:
+        await manager.stop()
+
+
+async def _until(predicate: Callable[[], object], timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def test_a_small_fit_on_a_free_worker_answers_as_solving_it_here(tmp_path):
+    async def scenario():
+        async with _manager(tmp_path, workers=2) as manager:
+            return await manager.run_small_fit("fit-1", work_item(coins.FAMILY, _task()))
+
+    finished = asyncio.run(scenario())
+    assert finished is not None and finished.status == "succeeded"
+    here = coins.FAMILY.solve(_task(), None)
+    expected = orjson.loads(coins.FAMILY.render(here, "fit-1"))
+    got = orjson.loads(finished.result)
+    assert got.pop("elapsed_ms") >= 0 and expected.pop("elapsed_ms") >= 0
+    assert got == expected  # the same arithmetic in another process: the same bits
+    assert finished.model == kept_model_json(coins.FAMILY.keep, here)
+    assert finished.replay is not None and finished.replay.final_id - 1 == here.outcome.n_iter
+
+
+def test_a_worker_killed_during_a_small_fit_answers_worker_died_and_is_replaced(tmp_path):
+    async def scenario():
+        async with _manager(tmp_path, workers=1) as manager:
+            pool = manager.pool
+            endless = asyncio.ensure_future(manager.run_small_fit("fit-1", work_item(coins.FAMILY, _endless())))
+            await _until(lambda: any(w.small_fit is not None for w in pool._workers))
+            pool._workers[0].process.kill()
+            died = await endless
+            await _until(lambda: pool.idle_count == 1)  # a replacement, free again
+            after = await manager.run_small_fit("fit-2", work_item(coins.FAMILY, _task()))
+            return died, after
+
+    died, after = asyncio.run(scenario())
+    assert died is not None and died.status == "failed" and died.error["type"] == "worker_died"
+    assert "SIGKILL" in died.error["message"]
+    assert after is not None and after.status == "succeeded"
+
+
+def test_small_fits_go_back_to_their_callers_when_every_worker_runs_a_job(tmp_path):
+    async def scenario():
+        async with _manager(tmp_path, workers=1) as manager:
+            # One worker: the first small fit takes it, the second waits for it.
+            first = asyncio.ensure_future(manager.run_small_fit("fit-1", work_item(coins.FAMILY, _task(2000, 0.0))))
+            await _until(lambda: manager.pool._workers[0].small_fit is not None)
+            waiting = asyncio.ensure_future(manager.run_small_fit("fit-2", work_item(coins.FAMILY, _task())))
+            await _until(lambda: len(manager.pool._waiting) == 1)
+            # A job takes the worker next: the waiting fit is handed back (its caller solves it), not held behind it.
+            job = await manager.submit("coins", work_item(coins.FAMILY, _endless()), {})
+            handed_back = await waiting
+            # While the job runs, a new small fit is handed back at once.
+            await _until(lambda: manager.pool.busy_count == 1)
+            refused = await manager.run_small_fit("fit-3", work_item(coins.FAMILY, _task()))
+            await manager.cancel(job.id)
+            return await first, handed_back, refused, (await manager.wait(job.id)).status
+
+    first, handed_back, refused, job_status = asyncio.run(scenario())
+    assert first is not None and first.status == "succeeded"
+    assert handed_back is None and refused is None
+    assert job_status == "cancelled"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_many_concurrent_small_fits_each_get_their_own_answer(tmp_path, workers):
+    # More callers than workers: some run on the workers (at once or after waiting), the rest are handed back.
+    # Each answer is its own fit's (its id in its result), never another caller's.
+    async def scenario():
+        async with _manager(tmp_path, workers=workers) as manager:
+            items = [work_item(coins.FAMILY, _task(max_iter=5 + i, tol=0.0)) for i in range(12)]
+            return await asyncio.gather(*(manager.run_small_fit(f"fit-{i}", item) for i, item in enumerate(items)))
+
+    answers = asyncio.run(scenario())
+    solved = [(i, answer) for i, answer in enumerate(answers) if answer is not None]
+    assert solved  # the workers took some
+    for i, answer in solved:
+        result = orjson.loads(answer.result)
+        assert answer.status == "succeeded" and result["job_id"] == f"fit-{i}" and result["n_iter"] == 5 + i
