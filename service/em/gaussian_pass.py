@@ -522,7 +522,7 @@ def _normalise_to_responsibilities(log_prob: WorkArray, column_max: WorkArray, t
     """
     _exp_below_column_max(log_prob, column_max)
     np.sum(log_prob, axis=0, out=total)
-    # Each row sums its largest term, 1, and K - 1 terms of at most 1.
+    # Each row sums its largest term, e^-_HAIR, and K - 1 smaller ones.
     log_likelihood = _sum_of_logs(total, len(log_prob)) + float(np.sum(column_max, dtype=np.float64))
     np.reciprocal(total, out=total)
     log_prob *= total
@@ -530,7 +530,7 @@ def _normalise_to_responsibilities(log_prob: WorkArray, column_max: WorkArray, t
 
 
 def _sum_of_logs(values: WorkArray, largest: float) -> float:
-    """The sum of ``log(values)``, values in [1, ``largest``]: the logs of products of ``_log_block`` values each.
+    """The sum of ``log(values)``, values in (1/2, ``largest``]: the logs of products of ``_log_block`` values each.
 
     numpy's double precision log runs one element at a time (its vectorised loop needs AVX-512): 3-5 ns a value,
     measured 4% of a pass over 10,000 rows with 8 components and 10% with two. A product of B values is B - 1
@@ -545,8 +545,8 @@ def _sum_of_logs(values: WorkArray, largest: float) -> float:
 
 
 def _log_block(largest: float, dtype: np.dtype) -> int:
-    """How many values of at most ``largest`` (at least 1) ``_sum_of_logs`` multiplies before a log: their product
-    stays within 2^(max exponent - 1), and a log is saved for 64 values (more would save little)."""
+    """How many values of at most ``largest`` (above 1/2) ``_sum_of_logs`` multiplies before a log: their product
+    stays within 2^(max exponent - 1) and above 2^-64, and a log is saved for 64 values (more would save little)."""
     exponent = _MAX_EXPONENTS[np.dtype(dtype)] - 1
     return max(1, min(64, int(exponent // max(np.log2(largest), 1.0))))
 
@@ -555,19 +555,28 @@ _MAX_EXPONENTS = {np.dtype(t): int(np.finfo(t).maxexp) for t in (np.float64, np.
 
 
 def _exp_below_column_max(log_prob: WorkArray, column_max: WorkArray) -> WorkArray:
-    """In place on a K x n chunk: exp(log_prob - its column max); the column maxima go to ``column_max``.
+    """In place on a K x n chunk: exp(log_prob - shift), the shift ``_HAIR`` above each column's max; the
+    shifts go to ``column_max`` (what a log-likelihood adds back).
 
-    Arguments are floored first (at -100, or float32's smallest normal number): exp takes a slow path,
-    2 to 5 times slower here, for arguments near or past underflow. What the floor adds is invisible:
-    beside each column's largest term, 1, e^-100 is 1e-28 of a rounding step, and summed over even 10^9
-    rows it stays 1e-20 of the 10 eps floor the M-step puts under every component's count.
+    A hair above: libm's exp takes a shortcut for arguments within 2^-54 of 0, and with one 0 in every column
+    that branch goes unpredictably: measured, exp took a third longer (as in the coins' pass). Arguments are
+    floored too (at -100, or float32's smallest normal number): exp takes a slow path, 2 to 5 times slower
+    here, for arguments near or past underflow. What the floor adds is invisible: beside each column's largest
+    term, about 1, e^-100 is 1e-28 of a rounding step, and summed over even 10^9 rows it stays 1e-20 of the
+    10 eps floor the M-step puts under every component's count.
     """
     np.max(log_prob, axis=0, out=column_max)
     column_max[~np.isfinite(column_max)] = 0.0
+    column_max += _HAIR
     log_prob -= column_max
     np.maximum(log_prob, _exp_floor(log_prob.dtype), out=log_prob)
     np.exp(log_prob, out=log_prob)
     return column_max
+
+
+# Any shift works (a log-likelihood adds it back); 1e-6 keeps exp's arguments out of its shortcut near 0 and
+# changes each column's terms by a factor e^-1e-6 only.
+_HAIR = 1e-6
 
 
 def _exp_floor(dtype: np.dtype | type[np.floating]) -> float:
