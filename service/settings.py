@@ -57,7 +57,8 @@ class Settings(BaseSettings):
         500_000,
         ge=0,
         description="synchronous fits whose work (max_iter x n_init x (observations x components + overhead)) is "
-        "at most this run inline on the event loop, not on a worker (0: never); tiny fits then cost microseconds",
+        "at most this skip the job machinery: solved by a worker that runs no job, or on the event loop when every "
+        "worker is busy (0: never); a small fit then costs its arithmetic, not a job's bookkeeping",
     )
 
     data_dir: Path = Field(Path("data"), description="where stored jobs live")
