@@ -12,6 +12,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +31,9 @@ logger = logging.getLogger("service.jobs.pool")
 
 _INLINE_SEND_MAX = 32 * 1024  # bytes; a pipe buffers 64 KiB
 _SMALL_FIT_GRACE_S = 5.0  # past its time limit, a small fit's worker is taken for stuck
+# Small fits that may wait for a worker busy with another small fit (a few hundred microseconds each), per
+# worker; past that, the caller solves its fit itself.
+_SMALL_FITS_WAITING_PER_WORKER = 8
 
 
 @dataclass(eq=False)
@@ -164,9 +168,12 @@ class WorkerPool:
         """
         assert self._loop is not None
         worker = next((w for w in self._workers if w.free_for_small_fits), None)
-        if worker is None and not (any(w.free_for_jobs for w in self._workers) and len(self._waiting) < self.size):
+        waiting_room = _SMALL_FITS_WAITING_PER_WORKER * self.size
+        if worker is None and not (any(w.free_for_jobs for w in self._workers) and len(self._waiting) < waiting_room):
             return None
-        message = bytes(ForkingPickler.dumps(SmallFit(fit_id, item)))
+        # Plain pickle: ForkingPickler copies its table of reducers per message, and a small fit holds nothing
+        # (a pipe, a socket) that needs them.
+        message = pickle.dumps(SmallFit(fit_id, item), protocol=pickle.HIGHEST_PROTOCOL)
         if len(message) > _INLINE_SEND_MAX:  # a larger item could block the loop's write
             return None
         answer: asyncio.Future[Finished | None] = self._loop.create_future()
