@@ -77,3 +77,29 @@ def weighted_sums(resp: NDArray[np.floating], features: NDArray[np.floating]) ->
     few_components, many_rows = len(resp) <= 4, resp.shape[1] >= 4096
     sums = np.einsum("kc,wc->kw", resp, features) if few_components and many_rows else resp @ features.T
     return sums.astype(np.float64, copy=False)
+
+
+def sum_of_logs(values: NDArray[np.floating[Any]], largest: float) -> float:
+    """The sum of ``log(values)``, values in (1/2, ``largest``]: the logs of products of ``_log_block`` values each
+    (a pass's row totals: a row's largest term, about 1, plus smaller ones).
+
+    numpy's double precision log runs one element at a time (its vectorised loop needs AVX-512): 3-5 ns a value,
+    measured 4% of a Gaussian pass over 10,000 rows with 8 components and 10% with two, and as much as the exp
+    of a coin in the coins' pass. A product of B values is B - 1 multiplies of whole rows, within the dtype's
+    range while ``largest``^B is; its rounding (B - 1 ulps at most) is that of adding B logs.
+    """
+    block = _log_block(largest, values.dtype)
+    columns = len(values) // block
+    products = np.multiply.reduce(values[: block * columns].reshape(block, columns), axis=0)
+    rest = values[block * columns :]
+    return float(np.log(products).sum(dtype=np.float64) + np.log(rest).sum(dtype=np.float64))
+
+
+def _log_block(largest: float, dtype: np.dtype) -> int:
+    """How many values of at most ``largest`` (above 1/2) ``sum_of_logs`` multiplies before a log: their product
+    stays within 2^(max exponent - 1) and above 2^-64, and a log is saved for 64 values (more would save little)."""
+    exponent = _MAX_EXPONENTS[np.dtype(dtype)] - 1
+    return max(1, min(64, int(exponent // max(np.log2(largest), 1.0))))
+
+
+_MAX_EXPONENTS = {np.dtype(t): int(np.finfo(t).maxexp) for t in (np.float64, np.float32)}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.em.chunks import map_chunks, row_chunks, weighted_sums
+from service.em.chunks import map_chunks, row_chunks, sum_of_logs, weighted_sums
 from service.em.errors import DegenerateDataError, InvalidParameterError
 from service.em.information import (
     LouisSums,
@@ -119,7 +119,6 @@ class CoinMixture:
         # (heads, tails) per experiment as Python floats, for the scalar pass (None for larger fits)
         scalar = heads.size * n_coins <= _SCALAR_CELLS
         self._pairs = list(zip(heads.tolist(), tails.tolist(), strict=True)) if scalar else None
-        self._log_block = 1000 if n_coins == 1 else int(1000 / math.log2(n_coins))  # see _sum_of_logs
         self.fixed_weights = (
             np.full(n_coins, 1.0 / n_coins) if weights is None else check_weights(weights, n_coins, "init.weights")
         )
@@ -187,7 +186,8 @@ class CoinMixture:
         shift = _exp_below_column_max(resp)
         total = _over_coins(np.add, resp)
         resp /= total
-        log_likelihood = _sum_of_logs(total, self._log_block) + float(shift.sum())
+        # Each total is the column's largest term, e^-1e-6, plus K - 1 smaller ones.
+        log_likelihood = sum_of_logs(total, self.n_coins) + float(shift.sum())
         return log_likelihood, weighted_sums(resp, features)
 
     def log_responsibilities(self, params: CoinParams) -> FloatArray:
@@ -390,19 +390,6 @@ def _over_coins(ufunc: np.ufunc, joint: FloatArray) -> FloatArray:
     for row in joint[2:]:
         ufunc(out, row, out=out)
     return out
-
-
-def _sum_of_logs(totals: FloatArray, block: int) -> float:
-    """``sum(log(totals))`` for totals in [1, K] (to a hair), with one log per ``block`` of them.
-
-    numpy's float64 log is libm's scalar one on CPUs without AVX-512: a log per experiment cost as much as
-    the exp of a coin. A product of ``block`` totals stays below 2^1000 (``block = 1000 / log2 K``) and
-    rounds ``block`` times, an error of the same order as a sum of ``block`` logs.
-    """
-    if len(totals) <= block:
-        return float(np.log(totals.prod()))
-    whole = len(totals) - len(totals) % block
-    return float(np.log(totals[:whole].reshape(-1, block).prod(axis=1)).sum() + np.log(totals[whole:].prod()))
 
 
 def check_weights(weights: FloatArray, n_components: int, field: str) -> FloatArray:

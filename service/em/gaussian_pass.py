@@ -37,7 +37,7 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from service.em.chunks import chunk_threads, map_chunks, one_blas_thread, row_chunks, weighted_sums
+from service.em.chunks import chunk_threads, map_chunks, one_blas_thread, row_chunks, sum_of_logs, weighted_sums
 
 FloatArray = NDArray[np.float64]
 WorkArray = NDArray[np.floating]  # float64, or float32 when the caller opted in
@@ -274,10 +274,10 @@ class Design:
 
         With l_k the weighted log-densities and t = l_0 - l_1, r_1 = 1 / (1 + e^t), r_0 = e^t r_1, and a row's
         log-likelihood is l_0 + log(1 + e^-t): one product (the difference's weights) and one exp per row (and a
-        log per few rows, see ``_sum_of_logs``), where K log-densities would take two exps. The sum of l_0 over all
-        rows is one dot product with the features' column sums. t is clipped to +-100 (float32: +-87) inside the
-        exp: the responsibilities are then those of the general pass's floor, and the log-likelihood misses at
-        most e^-100 a row.
+        log per few rows, see ``chunks.sum_of_logs``), where K log-densities would take two exps. The sum of l_0
+        over all rows is one dot product with the features' column sums. t is clipped to +-100 (float32: +-87)
+        inside the exp: the responsibilities are then those of the general pass's floor, and the log-likelihood
+        misses at most e^-100 a row.
         """
         assert self.feature_sums is not None
         difference = (weights[0] - weights[1]).astype(self.dtype)
@@ -297,7 +297,7 @@ class Design:
             np.maximum(t, -bound, out=t)
             np.exp(t, out=t)
             np.add(t, 1.0, out=resp[1])
-            log_likelihood += _sum_of_logs(resp[1], 1 + np.exp(bound))
+            log_likelihood += sum_of_logs(resp[1], 1 + np.exp(bound))
             np.reciprocal(resp[1], out=resp[1])
             np.multiply(t, resp[1], out=resp[0])
             return log_likelihood, self._linear_moments(resp, features)
@@ -517,41 +517,16 @@ def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, tr
 def _normalise_to_responsibilities(log_prob: WorkArray, column_max: WorkArray, total: WorkArray) -> float:
     """In place on a K x n chunk of log(w_k N(x | k)): the responsibilities; returns the chunk's log-likelihood.
 
-    One max and one exp over the chunk, and the log of the row sums (see ``_sum_of_logs``); dividing by the row
+    One max and one exp over the chunk, and the log of the row sums (see ``chunks.sum_of_logs``); dividing by the row
     sums replaces a second exp. ``column_max`` and ``total`` are scratch rows of n elements.
     """
     _exp_below_column_max(log_prob, column_max)
     np.sum(log_prob, axis=0, out=total)
     # Each row sums its largest term, e^-_HAIR, and K - 1 smaller ones.
-    log_likelihood = _sum_of_logs(total, len(log_prob)) + float(np.sum(column_max, dtype=np.float64))
+    log_likelihood = sum_of_logs(total, len(log_prob)) + float(np.sum(column_max, dtype=np.float64))
     np.reciprocal(total, out=total)
     log_prob *= total
     return log_likelihood
-
-
-def _sum_of_logs(values: WorkArray, largest: float) -> float:
-    """The sum of ``log(values)``, values in (1/2, ``largest``]: the logs of products of ``_log_block`` values each.
-
-    numpy's double precision log runs one element at a time (its vectorised loop needs AVX-512): 3-5 ns a value,
-    measured 4% of a pass over 10,000 rows with 8 components and 10% with two. A product of B values is B - 1
-    multiplies of whole rows, within the dtype's range while ``largest``^B is; its rounding (B - 1 ulps at most)
-    is that of adding B logs.
-    """
-    block = _log_block(largest, values.dtype)
-    columns = len(values) // block
-    products = np.multiply.reduce(values[: block * columns].reshape(block, columns), axis=0)
-    rest = values[block * columns :]
-    return float(np.log(products).sum(dtype=np.float64) + np.log(rest).sum(dtype=np.float64))
-
-
-def _log_block(largest: float, dtype: np.dtype) -> int:
-    """How many values of at most ``largest`` (above 1/2) ``_sum_of_logs`` multiplies before a log: their product
-    stays within 2^(max exponent - 1) and above 2^-64, and a log is saved for 64 values (more would save little)."""
-    exponent = _MAX_EXPONENTS[np.dtype(dtype)] - 1
-    return max(1, min(64, int(exponent // max(np.log2(largest), 1.0))))
-
-
-_MAX_EXPONENTS = {np.dtype(t): int(np.finfo(t).maxexp) for t in (np.float64, np.float32)}
 
 
 def _exp_below_column_max(log_prob: WorkArray, column_max: WorkArray) -> WorkArray:
