@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from service.jobs.checkpoints import BackgroundCheckpoints
 from service.jobs.models import JobRecord, JobStatus, ResultTooLarge, StorageError, StorageFull
 from service.jobs.rows import COLUMNS as _COLUMNS
 from service.jobs.rows import InvalidCursor, decode_cursor, dump, dump_replay, encode_cursor, record_of, row_of
@@ -158,6 +159,7 @@ class SQLiteJobStore:
             if name not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
         self._mutex = threading.Lock()
+        self._checkpoints = BackgroundCheckpoints(self.path, self._db)  # submits commit on the event loop
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._mutex:
@@ -276,6 +278,7 @@ class SQLiteJobStore:
         self._execute(f"PRAGMA user_version = {(int(version) + 1) % 2**31}")
 
     def close(self) -> None:
+        self._checkpoints.close()
         with self._mutex:
             self._db.close()
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from service.jobs.checkpoints import BackgroundCheckpoints
 from service.jobs.models import Access
 from service.jobs.store import execute, newest_first
 
@@ -88,11 +89,13 @@ class SQLiteModelStore:
         directory = data_dir / "models"
         directory.mkdir(parents=True, exist_ok=True)
         self.max_per_owner = max_per_owner
-        self._db = sqlite3.connect(directory / "models.sqlite3", check_same_thread=False, isolation_level=None)
+        path = directory / "models.sqlite3"
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._db.executescript(_SCHEMA)
+        self._checkpoints = BackgroundCheckpoints(path, self._db)  # commits run on the event loop
         self._mutex = threading.Lock()  # written from the event loop and from the job manager's threads
         self._writes = 0
 
@@ -101,6 +104,7 @@ class SQLiteModelStore:
             return execute(self._db, sql, params, "the model store")
 
     def close(self) -> None:
+        self._checkpoints.close()
         self._db.close()
 
     def put(self, record: ModelRecord) -> None:
