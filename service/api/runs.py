@@ -121,8 +121,7 @@ async def solve_inline(
             raise
         iterations = sum(restart.n_iter for restart in solution.outcome.restarts)
     elif finished.status == "succeeded" and finished.result is not None and finished.model is not None:
-        result, model = finished.result, finished.model
-        iterations = 0 if finished.replay is None else finished.replay.final_id - 1  # every start's iterations
+        result, model, iterations = finished.result, finished.model, finished.iterations
     else:
         observer.job_finished(family.kind, "failed")
         raise_error(finished.error or {"type": "internal_error", "message": "the fit failed unexpectedly"})

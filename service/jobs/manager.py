@@ -38,7 +38,7 @@ from service.jobs.models import (
     new_job_id,
 )
 from service.jobs.pool import WorkerPool, describe_exit
-from service.jobs.protocol import Died, Finished, IterationEvent, PoolMessage, Progress, Started
+from service.jobs.protocol import Died, Finished, IterationEvent, PoolMessage, Progress, SmallFitAnswer, Started
 from service.jobs.store import JobFilter, JobStore
 
 logger = logging.getLogger("service.jobs")
@@ -90,7 +90,7 @@ class JobManager(Protocol):
         ephemeral: bool = False,
     ) -> JobRecord: ...
     async def wait(self, job_id: str) -> JobRecord: ...
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> Finished | None:
+    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
         """A small synchronous fit solved off the event loop, if a worker here is free for it; None: solve it
         yourself. Not a job: nothing is stored or followed, and its model is the caller's to keep."""
         ...
@@ -205,7 +205,7 @@ class LocalJobManager:
     async def picture(self, job_id: str) -> bytes | None:
         return await anyio.to_thread.run_sync(self.store.picture, job_id)
 
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> Finished | None:
+    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
         return await self.pool.run_small_fit(fit_id, item) if self._ready else None
 
     def store_size_bytes(self) -> int:

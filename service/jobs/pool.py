@@ -12,7 +12,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import pickle
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 
 from service.jobs.ending import worker_died
 from service.jobs.models import WorkItem
-from service.jobs.protocol import Assignment, Died, Finished, PoolMessage, SmallFit, WorkerMessage
+from service.jobs.protocol import Assignment, Died, Finished, PoolMessage, SmallFit, SmallFitAnswer, WorkerMessage
 from service.jobs.worker import worker_main
 
 logger = logging.getLogger("service.jobs.pool")
@@ -45,7 +44,7 @@ class _Worker:
     job_id: str | None = None
     seq: int = 0
     retiring: bool = False  # said it will exit: runs no more jobs, and is replaced when it has gone
-    small_fit: asyncio.Future[Finished | None] | None = None  # the answer of the small fit it is solving
+    small_fit: asyncio.Future[SmallFitAnswer | None] | None = None  # the answer of the small fit it is solving
 
     @property
     def free_for_jobs(self) -> bool:
@@ -94,7 +93,7 @@ class WorkerPool:
         self._retired: list[Connection] = []
         self._stopping = threading.Event()
         # Small fits waiting for a worker to finish its small fit: the message to send, and where to answer.
-        self._waiting: deque[tuple[bytes, asyncio.Future[Finished | None]]] = deque()
+        self._waiting: deque[tuple[bytes, asyncio.Future[SmallFitAnswer | None]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
         self._context = _context()
@@ -158,7 +157,7 @@ class WorkerPool:
         else:  # a large task blocks until the worker has read it: off the event loop
             self._loop.run_in_executor(None, self._send, worker, message)
 
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> Finished | None:
+    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
         """Solve a small synchronous fit on a worker that runs no job: its answer, or None when no worker is free
         for it (every one runs a job, or enough fits wait already), and the caller should solve it itself.
 
@@ -171,12 +170,12 @@ class WorkerPool:
         waiting_room = _SMALL_FITS_WAITING_PER_WORKER * self.size
         if worker is None and not (any(w.free_for_jobs for w in self._workers) and len(self._waiting) < waiting_room):
             return None
-        # Plain pickle: ForkingPickler copies its table of reducers per message, and a small fit holds nothing
-        # (a pipe, a socket) that needs them.
-        message = pickle.dumps(SmallFit(fit_id, item), protocol=pickle.HIGHEST_PROTOCOL)
+        # Plain pickle (ForkingPickler copies its table of reducers per message, and a small fit holds nothing,
+        # a pipe or a socket, that needs them), of plain tuples: see SmallFit.
+        message = SmallFit(fit_id, item).to_bytes()
         if len(message) > _INLINE_SEND_MAX:  # a larger item could block the loop's write
             return None
-        answer: asyncio.Future[Finished | None] = self._loop.create_future()
+        answer: asyncio.Future[SmallFitAnswer | None] = self._loop.create_future()
         if worker is not None:
             self._send_small_fit(worker, message, answer)
         else:
@@ -188,7 +187,7 @@ class WorkerPool:
         finally:
             stuck.cancel()
 
-    def _kill_small_fit(self, answer: asyncio.Future[Finished | None]) -> None:
+    def _kill_small_fit(self, answer: asyncio.Future[SmallFitAnswer | None]) -> None:
         worker = next((w for w in self._workers if w.small_fit is answer), None)
         if worker is not None:
             worker.process.kill()  # the reader thread reports its death, which answers the fit
@@ -245,9 +244,9 @@ class WorkerPool:
         answer, worker.small_fit = worker.small_fit, None
         if answer is not None and not answer.done():
             died = worker_died(describe_exit(worker.process.exitcode))
-            answer.set_result(Finished("", "failed", error=died))
+            answer.set_result(SmallFitAnswer("failed", error=died))
 
-    def _send_small_fit(self, worker: _Worker, message: bytes, answer: asyncio.Future[Finished | None]) -> None:
+    def _send_small_fit(self, worker: _Worker, message: bytes, answer: asyncio.Future[SmallFitAnswer | None]) -> None:
         worker.small_fit = answer
         # Fits the pipe's buffer (see run_small_fit): the write cannot block. A worker that died meanwhile is
         # reported by the reader thread, which answers the fit (see _forget_small_fits).
@@ -256,7 +255,7 @@ class WorkerPool:
 
     def _on_small_fit_answer(self, worker: _Worker) -> None:
         try:
-            finished: Finished = worker.small_fits.recv()
+            finished = SmallFitAnswer.from_bytes(worker.small_fits.recv_bytes())
         except (EOFError, OSError):  # the worker died: its death is reported by the reader thread
             self._loop.remove_reader(worker.small_fits.fileno())  # type: ignore[union-attr]
             return

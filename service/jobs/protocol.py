@@ -1,13 +1,16 @@
 """What the job manager, the pool and the worker processes say to each other: typed messages, not tuples.
 
-Every message pickles across a pipe; each names the job it is about.
+Every message pickles across a pipe; each names the job it is about. The small-fit pair is typed here too, but
+crosses as plain tuples (see :class:`SmallFit`).
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from service.jobs import wire
 from service.jobs.models import JobStatus, Replay, WorkItem
 
 
@@ -20,13 +23,54 @@ class Assignment:
     item: WorkItem
 
 
-@dataclass(frozen=True)
-class SmallFit:
+class SmallFit(NamedTuple):
     """Parent to an idle worker, on its small-fit pipe: solve ``item`` now as fit ``fit_id``, with nobody
-    following it (no Started, no Progress); the answer is one :class:`Finished` on the same pipe."""
+    following it (no Started, no Progress); the answer is one :class:`SmallFitAnswer` on the same pipe.
+
+    Both travel as plain tuples (:meth:`to_bytes`, :meth:`from_bytes`): the event loop pickles one of each per
+    small fit, at hundreds a second, and pickle spends microseconds on every dataclass and array it meets
+    (see :mod:`service.jobs.wire`).
+    """
 
     fit_id: str
     item: WorkItem
+
+    def to_bytes(self) -> bytes:
+        item = self.item
+        assert item.picture is None  # nobody draws a small fit's pictures
+        task = wire.pack(item.task) if wire.packable(item.task) else None
+        plain_task = item.task if task is None else None
+        message = (self.fit_id, item.solve, task, plain_task, item.render, item.time_limit_s, item.keep, item.fit)
+        return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SmallFit:
+        fit_id, solve, task, plain_task, render, time_limit_s, keep, fit = pickle.loads(data)
+        task = plain_task if task is None else wire.unpack(task)
+        return cls(fit_id, WorkItem(solve, task, render, time_limit_s, keep, None, fit))
+
+
+class SmallFitAnswer(NamedTuple):
+    """Worker to parent: how a :class:`SmallFit` ended (``iterations``: every start's, for the metrics)."""
+
+    status: JobStatus
+    result: bytes | None = None
+    error: dict[str, str] | None = None
+    model: bytes | None = None
+    iterations: int = 0
+    worker_exits: bool = False
+
+    @classmethod
+    def of(cls, finished: Finished) -> SmallFitAnswer:
+        iterations = 0 if finished.replay is None else finished.replay.final_id - 1
+        return cls(finished.status, finished.result, finished.error, finished.model, iterations, finished.worker_exits)
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(tuple(self), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SmallFitAnswer:
+        return cls(*pickle.loads(data))
 
 
 class IterationEvent(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Any
 from service.em.errors import EMError
 from service.em.loop import Hooks
 from service.jobs.models import Replay, WorkItem
-from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, SmallFit, Started
+from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, SmallFit, SmallFitAnswer, Started
 from service.jobs.traces import StartTraces
 
 logger = logging.getLogger("service.jobs.worker")
@@ -80,9 +80,10 @@ class _Unfollowed(RunHooks):
         pass
 
 
-def run_small_fit(conn: Connection, request: SmallFit) -> None:
+def run_small_fit(conn: Connection, message: bytes) -> None:
+    request = SmallFit.from_bytes(message)
     finished = execute(request.fit_id, request.item, _Unfollowed())
-    conn.send(finished)
+    conn.send_bytes(SmallFitAnswer.of(finished).to_bytes())
     if finished.worker_exits:
         raise MemoryError  # as after a job: the worker exits and is replaced
 
@@ -163,7 +164,7 @@ def worker_main(
     while True:
         try:
             if small_fits is not None and small_fits in wait(channels):
-                run_small_fit(small_fits, small_fits.recv())
+                run_small_fit(small_fits, small_fits.recv_bytes())
                 continue
             message = conn.recv()
         except (EOFError, OSError, MemoryError):
