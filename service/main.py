@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=dict.fromkeys(("tracing", "metrics", "logs", "operation_spans"), settings.opentelemetry),
     )
     app.state.settings = settings
     app.state.metrics = app_metrics

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs, for a process whose OpenTelemetry SDK is "
+        "configured (e.g. by opentelemetry-instrument); off, requests skip the check (~8 µs each)",
+    )
 
     @property
     def worker_memory_limit_mb(self) -> int | None:
