@@ -19,20 +19,24 @@ import numpy as np
 Packed = tuple[type, tuple[Any, ...], tuple[tuple[int, Any, Any], ...]]
 
 _RAW_KINDS = frozenset("biuf")  # numeric dtypes: their bytes are the whole value
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None)})  # never dataclasses: no need to look
 _init_fields: dict[type, tuple[str, ...] | None] = {}
 
 
 def _fields_of(cls: type) -> tuple[str, ...] | None:
-    """The fields ``cls(*values)`` takes in order, or None when it cannot be rebuilt that way."""
-    if cls not in _init_fields:
-        fields = dataclasses.fields(cls)
-        _init_fields[cls] = None if any(not f.init for f in fields) else tuple(f.name for f in fields)
-    return _init_fields[cls]
+    """The fields ``cls(*values)`` takes in order; None when ``cls`` is not a dataclass rebuilt that way."""
+    try:
+        return _init_fields[cls]
+    except KeyError:
+        fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else None
+        names = None if fields is None or any(not f.init for f in fields) else tuple(f.name for f in fields)
+        _init_fields[cls] = names
+        return names
 
 
 def packable(value: Any) -> bool:
     """Whether :func:`pack` takes ``value``: a dataclass instance whose class its fields rebuild."""
-    return dataclasses.is_dataclass(value) and not isinstance(value, type) and _fields_of(type(value)) is not None
+    return not isinstance(value, type) and _fields_of(type(value)) is not None
 
 
 def pack(task: Any) -> Packed:
@@ -40,17 +44,17 @@ def pack(task: Any) -> Packed:
     cls = type(task)
     names = _fields_of(cls)
     assert names is not None
-    values: list[Any] = []
+    values = [getattr(task, name) for name in names]
     packed: list[tuple[int, Any, Any]] = []
-    for index, name in enumerate(names):
-        value = getattr(task, name)
-        if type(value) is np.ndarray and value.dtype.kind in _RAW_KINDS:
-            packed.append((index, None, (value.tobytes(), value.dtype.str, value.shape)))
-            value = None
-        elif hasattr(type(value), "__dataclass_fields__") and packable(value):
+    for index, value in enumerate(values):
+        kind = type(value)
+        if kind is np.ndarray:
+            if value.dtype.kind in _RAW_KINDS:
+                packed.append((index, None, (value.tobytes(), value.dtype.str, value.shape)))
+                values[index] = None
+        elif kind not in _PLAIN and _fields_of(kind) is not None:
             packed.append((index, pack(value), None))
-            value = None
-        values.append(value)
+            values[index] = None
     return (cls, tuple(values), tuple(packed))
 
 
