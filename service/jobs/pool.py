@@ -15,7 +15,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
@@ -23,16 +23,36 @@ from typing import Any
 
 from service.jobs.ending import worker_died
 from service.jobs.models import WorkItem
-from service.jobs.protocol import Assignment, Died, Finished, PoolMessage, SmallFit, SmallFitAnswer, WorkerMessage
+from service.jobs.protocol import (
+    Assignment,
+    Died,
+    Finished,
+    PoolMessage,
+    SmallFit,
+    SmallFitAnswer,
+    WorkerMessage,
+    answers_in,
+    batch_of,
+)
 from service.jobs.worker import worker_main
 
 logger = logging.getLogger("service.jobs.pool")
 
 _INLINE_SEND_MAX = 32 * 1024  # bytes; a pipe buffers 64 KiB
-_SMALL_FIT_GRACE_S = 5.0  # past its time limit, a small fit's worker is taken for stuck
-# Small fits that may wait for a worker busy with another small fit (a few hundred microseconds each), per
+_SMALL_FIT_GRACE_S = 5.0  # past its batch's time limits, a small fit's worker is taken for stuck
+# Small fits that may wait for a worker busy with other small fits (a few hundred microseconds each), per
 # worker; past that, the caller solves its fit itself.
 _SMALL_FITS_WAITING_PER_WORKER = 8
+# Waiting small fits sent to a worker in one message (see SmallFit): fewer wake-ups, while the last of a batch
+# waits at most a few fits' time for its answer.
+_SMALL_FIT_BATCH = 4
+
+
+@dataclass(eq=False)
+class _WaitingFit:
+    message: bytes  # SmallFit.to_bytes()
+    answer: asyncio.Future[SmallFitAnswer | None]
+    time_limit_s: float
 
 
 @dataclass(eq=False)
@@ -44,7 +64,9 @@ class _Worker:
     job_id: str | None = None
     seq: int = 0
     retiring: bool = False  # said it will exit: runs no more jobs, and is replaced when it has gone
-    small_fit: asyncio.Future[SmallFitAnswer | None] | None = None  # the answer of the small fit it is solving
+    # The answers of the small fits it is solving (a batch, in order), and its deadline for them.
+    small_fits_out: list[asyncio.Future[SmallFitAnswer | None]] = field(default_factory=list)
+    stuck: asyncio.TimerHandle | None = None
 
     @property
     def free_for_jobs(self) -> bool:
@@ -52,7 +74,7 @@ class _Worker:
 
     @property
     def free_for_small_fits(self) -> bool:
-        return self.free_for_jobs and self.small_fit is None
+        return self.free_for_jobs and not self.small_fits_out
 
 
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -92,8 +114,8 @@ class WorkerPool:
         # waited on them, a pipe's descriptor could be reused by a new worker's and the reader hang for good.
         self._retired: list[Connection] = []
         self._stopping = threading.Event()
-        # Small fits waiting for a worker to finish its small fit: the message to send, and where to answer.
-        self._waiting: deque[tuple[bytes, asyncio.Future[SmallFitAnswer | None]]] = deque()
+        # Small fits waiting for a worker to finish its small fits.
+        self._waiting: deque[_WaitingFit] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
         self._context = _context()
@@ -163,34 +185,25 @@ class WorkerPool:
 
         The event loop is the service's one busy core: a small fit's arithmetic there (hundreds of microseconds)
         costs more than handing it to an idle worker's core (a pickled item each way, read by the loop itself:
-        tens of microseconds). A worker serves one small fit at a time, between jobs, never during one.
+        tens of microseconds). A worker serves small fits between jobs, never during one; those that wait for
+        it go together (see SmallFit).
         """
         assert self._loop is not None
         worker = next((w for w in self._workers if w.free_for_small_fits), None)
         waiting_room = _SMALL_FITS_WAITING_PER_WORKER * self.size
         if worker is None and not (any(w.free_for_jobs for w in self._workers) and len(self._waiting) < waiting_room):
             return None
-        # Plain pickle (ForkingPickler copies its table of reducers per message, and a small fit holds nothing,
-        # a pipe or a socket, that needs them), of plain tuples: see SmallFit.
         message = SmallFit(fit_id, item).to_bytes()
         if len(message) > _INLINE_SEND_MAX:  # a larger item could block the loop's write
             return None
         answer: asyncio.Future[SmallFitAnswer | None] = self._loop.create_future()
+        self._waiting.append(_WaitingFit(message, answer, item.time_limit_s))
         if worker is not None:
-            self._send_small_fit(worker, message, answer)
-        else:
-            self._waiting.append((message, answer))
-        # A small fit stops itself at its time limit; a worker that has not answered well past it is stuck.
-        stuck = self._loop.call_later(item.time_limit_s + _SMALL_FIT_GRACE_S, self._kill_small_fit, answer)
-        try:
-            return await answer
-        finally:
-            stuck.cancel()
+            self._send_small_fits(worker)
+        return await answer
 
-    def _kill_small_fit(self, answer: asyncio.Future[SmallFitAnswer | None]) -> None:
-        worker = next((w for w in self._workers if w.small_fit is answer), None)
-        if worker is not None:
-            worker.process.kill()  # the reader thread reports its death, which answers the fit
+    def _kill_stuck(self, worker: _Worker) -> None:
+        worker.process.kill()  # the reader thread reports its death, which answers its fits
 
     def cancel(self, job_id: str) -> None:
         """Ask the worker to stop at its next iteration (cooperative; see :meth:`kill`)."""
@@ -236,47 +249,72 @@ class WorkerPool:
             self._next_small_fit(worker)
 
     def _forget_small_fits(self, worker: _Worker) -> None:
-        """Stop reading a gone worker's small-fit pipe, and answer the fit it was solving, if any."""
+        """Stop reading a gone worker's small-fit pipe, and answer the fits it was solving, if any."""
         assert self._loop is not None
         if not worker.small_fits.closed:
             self._loop.remove_reader(worker.small_fits.fileno())
             worker.small_fits.close()
-        answer, worker.small_fit = worker.small_fit, None
-        if answer is not None and not answer.done():
-            died = worker_died(describe_exit(worker.process.exitcode))
-            answer.set_result(SmallFitAnswer("failed", error=died))
+        answers = self._take_small_fits_out(worker)
+        if answers:
+            died = SmallFitAnswer("failed", error=worker_died(describe_exit(worker.process.exitcode)))
+            for answer in answers:
+                if not answer.done():
+                    answer.set_result(died)
 
-    def _send_small_fit(self, worker: _Worker, message: bytes, answer: asyncio.Future[SmallFitAnswer | None]) -> None:
-        worker.small_fit = answer
-        # Fits the pipe's buffer (see run_small_fit): the write cannot block. A worker that died meanwhile is
-        # reported by the reader thread, which answers the fit (see _forget_small_fits).
+    def _send_small_fits(self, worker: _Worker) -> None:
+        """Send the worker the next waiting fits, up to a batch (and within what the pipe buffers)."""
+        assert self._loop is not None
+        batch: list[_WaitingFit] = []
+        size = 0
+        while self._waiting and len(batch) < _SMALL_FIT_BATCH:
+            waiting = self._waiting[0]
+            if batch and size + len(waiting.message) > _INLINE_SEND_MAX:
+                break
+            self._waiting.popleft()
+            if not waiting.answer.done():  # its caller may have gone
+                batch.append(waiting)
+                size += len(waiting.message)
+        if not batch:
+            return
+        worker.small_fits_out = [waiting.answer for waiting in batch]
+        # The fits run in turn, each stopping itself at its time limit; a worker that has not answered well past
+        # them all is stuck.
+        deadline = sum(waiting.time_limit_s for waiting in batch) + _SMALL_FIT_GRACE_S
+        worker.stuck = self._loop.call_later(deadline, self._kill_stuck, worker)
+        # Within the pipe's buffer: the write cannot block. A worker that died meanwhile is reported by the reader
+        # thread, which answers the fits (see _forget_small_fits).
         with contextlib.suppress(OSError, ValueError):
-            worker.small_fits.send_bytes(message)
+            worker.small_fits.send_bytes(batch_of([waiting.message for waiting in batch]))
+
+    def _take_small_fits_out(self, worker: _Worker) -> list[asyncio.Future[SmallFitAnswer | None]]:
+        answers, worker.small_fits_out = worker.small_fits_out, []
+        if worker.stuck is not None:
+            worker.stuck.cancel()
+            worker.stuck = None
+        return answers
 
     def _on_small_fit_answer(self, worker: _Worker) -> None:
         try:
-            finished = SmallFitAnswer.from_bytes(worker.small_fits.recv_bytes())
+            finished = answers_in(worker.small_fits.recv_bytes())
         except (EOFError, OSError):  # the worker died: its death is reported by the reader thread
             self._loop.remove_reader(worker.small_fits.fileno())  # type: ignore[union-attr]
             return
-        answer, worker.small_fit = worker.small_fit, None
-        worker.retiring = worker.retiring or finished.worker_exits
-        if answer is not None and not answer.done():
-            answer.set_result(finished)
+        for answer, result in zip(self._take_small_fits_out(worker), finished, strict=True):
+            worker.retiring = worker.retiring or result.worker_exits
+            if not answer.done():
+                answer.set_result(result)
         self._next_small_fit(worker)
 
     def _next_small_fit(self, worker: _Worker) -> None:
-        while self._waiting and worker.free_for_small_fits:
-            message, answer = self._waiting.popleft()
-            if not answer.done():  # its caller may have gone
-                self._send_small_fit(worker, message, answer)
+        if worker.free_for_small_fits:
+            self._send_small_fits(worker)
         self._release_waiting_small_fits()
 
     def _release_waiting_small_fits(self) -> None:
         """Waiting small fits go back to their callers once no worker is left to take them (all run jobs)."""
         if self._waiting and not any(w.free_for_jobs for w in self._workers):
             while self._waiting:
-                _, answer = self._waiting.popleft()
+                answer = self._waiting.popleft().answer
                 if not answer.done():
                     answer.set_result(None)
 

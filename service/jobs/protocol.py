@@ -7,6 +7,7 @@ crosses as plain tuples (see :class:`SmallFit`).
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,11 +26,14 @@ class Assignment:
 
 class SmallFit(NamedTuple):
     """Parent to an idle worker, on its small-fit pipe: solve ``item`` now as fit ``fit_id``, with nobody
-    following it (no Started, no Progress); the answer is one :class:`SmallFitAnswer` on the same pipe.
+    following it (no Started, no Progress); each is answered by a :class:`SmallFitAnswer` on the same pipe.
 
-    Both travel as plain tuples (:meth:`to_bytes`, :meth:`from_bytes`): the event loop pickles one of each per
-    small fit, at hundreds a second, and pickle spends microseconds on every dataclass and array it meets
-    (see :mod:`service.jobs.wire`).
+    Fits that wait for a worker go to it together, a batch of up to a few, answered together: on this machine
+    a wake-up of another process costs as much CPU as the Python around it, and under load most small fits
+    wait for a worker (see ``WorkerPool.run_small_fit``). Both travel as plain tuples: the event loop pickles
+    one of each per small fit, at hundreds a second, and pickle spends microseconds on every dataclass and
+    array it meets (see :mod:`service.jobs.wire`). A fit is pickled once, when it is asked for
+    (:meth:`to_bytes`); a batch is a tuple of those bytes (:func:`batch_of`, :func:`fits_in`).
     """
 
     fit_id: str
@@ -50,6 +54,15 @@ class SmallFit(NamedTuple):
         return cls(fit_id, WorkItem(solve, task, render, time_limit_s, keep, None, fit))
 
 
+def batch_of(fits: Sequence[bytes]) -> bytes:
+    """One message of small fits (each from :meth:`SmallFit.to_bytes`)."""
+    return pickle.dumps(tuple(fits), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def fits_in(batch: bytes) -> list[SmallFit]:
+    return [SmallFit.from_bytes(fit) for fit in pickle.loads(batch)]
+
+
 class SmallFitAnswer(NamedTuple):
     """Worker to parent: how a :class:`SmallFit` ended (``iterations``: every start's, for the metrics)."""
 
@@ -65,12 +78,14 @@ class SmallFitAnswer(NamedTuple):
         iterations = 0 if finished.replay is None else finished.replay.final_id - 1
         return cls(finished.status, finished.result, finished.error, finished.model, iterations, finished.worker_exits)
 
-    def to_bytes(self) -> bytes:
-        return pickle.dumps(tuple(self), protocol=pickle.HIGHEST_PROTOCOL)
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SmallFitAnswer:
-        return cls(*pickle.loads(data))
+def answers_to_bytes(answers: Sequence[SmallFitAnswer]) -> bytes:
+    """A batch's answers, in the order of its fits, as one message."""
+    return pickle.dumps(tuple(tuple(answer) for answer in answers), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def answers_in(message: bytes) -> list[SmallFitAnswer]:
+    return [SmallFitAnswer(*answer) for answer in pickle.loads(message)]
 
 
 class IterationEvent(NamedTuple):

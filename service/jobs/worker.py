@@ -9,15 +9,25 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import selectors
 import signal
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from service.em.errors import EMError
 from service.em.loop import Hooks
 from service.jobs.models import Replay, WorkItem
-from service.jobs.protocol import Assignment, Finished, IterationEvent, Progress, SmallFit, SmallFitAnswer, Started
+from service.jobs.protocol import (
+    Assignment,
+    Finished,
+    IterationEvent,
+    Progress,
+    SmallFitAnswer,
+    Started,
+    answers_to_bytes,
+    fits_in,
+)
 from service.jobs.traces import StartTraces
 
 logger = logging.getLogger("service.jobs.worker")
@@ -80,11 +90,11 @@ class _Unfollowed(RunHooks):
         pass
 
 
-def run_small_fit(conn: Connection, message: bytes) -> None:
-    request = SmallFit.from_bytes(message)
-    finished = execute(request.fit_id, request.item, _Unfollowed())
-    conn.send_bytes(SmallFitAnswer.of(finished).to_bytes())
-    if finished.worker_exits:
+def run_small_fits(conn: Connection, batch: bytes) -> None:
+    """Solve a batch of small fits in turn and answer them together."""
+    answers = [SmallFitAnswer.of(execute(fit.fit_id, fit.item, _Unfollowed())) for fit in fits_in(batch)]
+    conn.send_bytes(answers_to_bytes(answers))
+    if any(answer.worker_exits for answer in answers):
         raise MemoryError  # as after a job: the worker exits and is replaced
 
 
@@ -160,11 +170,15 @@ def worker_main(
     # Fits are batch work: when the cores are saturated the event loop (health checks, new requests,
     # streams) should be scheduled first, and a lower priority costs a lone fit nothing.
     os.nice(_WORKER_NICENESS)
-    channels = [conn] if small_fits is None else [conn, small_fits]
+    # One selector for the worker's life: multiprocessing's wait() builds one per call.
+    selector = selectors.DefaultSelector()
+    selector.register(conn, selectors.EVENT_READ)
+    if small_fits is not None:
+        selector.register(small_fits, selectors.EVENT_READ)
     while True:
         try:
-            if small_fits is not None and small_fits in wait(channels):
-                run_small_fit(small_fits, small_fits.recv_bytes())
+            if small_fits is not None and any(key.fileobj is small_fits for key, _ in selector.select()):
+                run_small_fits(small_fits, small_fits.recv_bytes())
                 continue
             message = conn.recv()
         except (EOFError, OSError, MemoryError):

@@ -72,7 +72,7 @@ def test_a_worker_killed_during_a_small_fit_answers_worker_died_and_is_replaced(
         async with _manager(tmp_path, workers=1) as manager:
             pool = manager.pool
             endless = asyncio.ensure_future(manager.run_small_fit("fit-1", work_item(coins.FAMILY, _endless())))
-            await _until(lambda: any(w.small_fit is not None for w in pool._workers))
+            await _until(lambda: any(w.small_fits_out for w in pool._workers))
             pool._workers[0].process.kill()
             died = await endless
             await _until(lambda: pool.idle_count == 1)  # a replacement, free again
@@ -90,7 +90,7 @@ def test_small_fits_go_back_to_their_callers_when_every_worker_runs_a_job(tmp_pa
         async with _manager(tmp_path, workers=1) as manager:
             # One worker: the first small fit takes it, the second waits for it.
             first = asyncio.ensure_future(manager.run_small_fit("fit-1", work_item(coins.FAMILY, _task(2000, 0.0))))
-            await _until(lambda: manager.pool._workers[0].small_fit is not None)
+            await _until(lambda: bool(manager.pool._workers[0].small_fits_out))
             waiting = asyncio.ensure_future(manager.run_small_fit("fit-2", work_item(coins.FAMILY, _task())))
             await _until(lambda: len(manager.pool._waiting) == 1)
             # A job takes the worker next: the waiting fit is handed back (its caller solves it), not held behind it.
@@ -106,6 +106,39 @@ def test_small_fits_go_back_to_their_callers_when_every_worker_runs_a_job(tmp_pa
     assert first is not None and first.status == "succeeded"
     assert handed_back is None and refused is None
     assert job_status == "cancelled"
+
+
+def test_fits_that_waited_go_to_the_worker_together_and_die_together(tmp_path):
+    # One worker, busy: the fits that wait for it are sent as one batch when it is free again (here: its
+    # replacement), and a worker killed during a batch answers every fit of it worker_died.
+    async def scenario():
+        async with _manager(tmp_path, workers=1) as manager:
+            pool = manager.pool
+            first = asyncio.ensure_future(manager.run_small_fit("fit-1", work_item(coins.FAMILY, _endless())))
+            await _until(lambda: bool(pool._workers[0].small_fits_out))
+            batch = [
+                asyncio.ensure_future(manager.run_small_fit(f"fit-{i}", work_item(coins.FAMILY, _endless())))
+                for i in (2, 3)
+            ]
+            await _until(lambda: len(pool._waiting) == 2)
+            pool._workers[0].process.kill()
+            died_alone = await first
+            await _until(lambda: len(pool._workers) == 1 and len(pool._workers[0].small_fits_out) == 2)
+            pool._workers[0].process.kill()
+            died_together = await asyncio.gather(*batch)
+            await _until(lambda: pool.idle_count == 1)
+            after = await asyncio.gather(
+                *(manager.run_small_fit(f"fit-{i}", work_item(coins.FAMILY, _task(5 + i, 0.0))) for i in range(3))
+            )
+            return died_alone, died_together, after
+
+    died_alone, died_together, after = asyncio.run(scenario())
+    for died in (died_alone, *died_together):
+        assert died is not None and died.status == "failed" and died.error["type"] == "worker_died"
+    for i, answer in enumerate(after):
+        assert answer is not None and answer.status == "succeeded"
+        result = orjson.loads(answer.result)
+        assert result["job_id"] == f"fit-{i}" and result["n_iter"] == 5 + i
 
 
 @pytest.mark.parametrize("workers", [1, 2])
