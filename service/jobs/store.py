@@ -273,7 +273,16 @@ class SQLiteJobStore:
         return evicted
 
     def probe(self) -> None:
-        """A tiny write, to learn whether the store takes writes again (raises a StorageError if not)."""
+        """Learn whether the store takes writes again (raises a StorageError if not): a new page, asked for and
+        given back, then a tiny commit. The commit alone rewrites a page the store has, which a store at its size
+        limit still allows, so a full store looked writable again at the next probe."""
+        with self._mutex:
+            try:
+                execute(self._db, "BEGIN IMMEDIATE", (), "the job store")
+                execute(self._db, "CREATE TABLE probe_space (x)", (), "the job store")  # a new root page
+            finally:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
         version = self._execute("PRAGMA user_version").fetchone()[0]
         self._execute(f"PRAGMA user_version = {(int(version) + 1) % 2**31}")
 

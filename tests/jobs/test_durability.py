@@ -164,3 +164,15 @@ def test_eviction_keeps_the_store_under_its_cap_oldest_finished_first(tmp_path):
     assert evicted > 0 and store.size_bytes() <= 2_000_000
     assert store.get("j000") is None and store.get("j299") is not None and store.get("running") is not None
     store.close()
+
+
+def test_the_probe_refuses_while_the_store_cannot_grow_and_passes_once_it_can(tmp_path):
+    # /readyz comes back when a probe passes: a probe that only rewrote a page the store has passed on a full store.
+    store = SQLiteJobStore(tmp_path)
+    _fill(store)
+    with pytest.raises(StorageFull):
+        store.probe()
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    store.probe()
+    assert [name for (name,) in store._db.execute("SELECT name FROM sqlite_master")].count("probe_space") == 0
+    store.close()
