@@ -42,15 +42,15 @@ class SmallFit(NamedTuple):
     def to_bytes(self) -> bytes:
         item = self.item
         assert item.picture is None  # nobody draws a small fit's pictures
-        task = wire.pack(item.task) if wire.packable(item.task) else None
-        plain_task = item.task if task is None else None
-        message = (self.fit_id, item.solve, task, plain_task, item.render, item.time_limit_s, item.keep, item.fit)
+        packed = wire.packable(item.task)
+        task = wire.pack(item.task) if packed else item.task
+        message = (self.fit_id, item.solve, packed, task, item.render, item.time_limit_s, item.keep, item.fit)
         return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SmallFit:
-        fit_id, solve, task, plain_task, render, time_limit_s, keep, fit = pickle.loads(data)
-        task = plain_task if task is None else wire.unpack(task)
+        fit_id, solve, packed, task, render, time_limit_s, keep, fit = pickle.loads(data)
+        task = wire.unpack(task) if packed else task
         return cls(fit_id, WorkItem(solve, task, render, time_limit_s, keep, None, fit))
 
 

@@ -83,3 +83,10 @@ def test_a_dataclass_its_fields_cannot_rebuild_is_not_packed():
         twice: int = dataclasses.field(init=False)
 
     assert not wire.packable(Derived(1)) and not wire.packable(Derived) and not wire.packable((1, 2))
+
+
+def test_a_task_that_is_not_packable_crosses_the_small_fit_pipe_as_pickle_has_it():
+    task = {"heads": np.array([5.0, 9.0]), "note": "a task that is no dataclass"}
+    crossed = SmallFit.from_bytes(SmallFit("fit-2", WorkItem(len, task, repr, 1.0)).to_bytes()).item.task
+    _assert_same(task["heads"], crossed["heads"])
+    assert crossed["note"] == task["note"]
