@@ -160,8 +160,10 @@ class CoinMixture:
     def e_step(self, params: CoinParams) -> tuple[float, FloatArray | ScalarSums]:
         """Log-likelihood and the M-step's sums, (K, 3): sum r heads, sum r tails, sum r, per coin (as three
         lists of floats from the scalar pass)."""
-        if self._pairs is not None and (scalar := _scalar_pass(self._pairs, params)) is not None:
-            return scalar
+        if self._pairs is not None:
+            scalar_pass = _two_coin_pass if self.n_coins == 2 else _scalar_pass
+            if (scalar := scalar_pass(self._pairs, params)) is not None:
+                return scalar
         if self._rows is not None and (small := _small_log_joint(self._rows, params)) is not None:
             terms, top = small
             np.exp(terms, out=terms)
@@ -318,6 +320,39 @@ def _scalar_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[
             tails_of[k] += r * tails
             share[k] += r
     return log_likelihood, (heads_of, tails_of, share)
+
+
+def _two_coin_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[float, ScalarSums] | None:
+    """:func:`_scalar_pass` for two coins, the commonest fit (Do & Batzoglou's): the same operations in the same
+    order, so the same floats to the last bit, with the loops over coins unrolled. A coin loop costs more than its
+    arithmetic here: a Do & Batzoglou E-step takes a third of the time it takes in the general loop."""
+    (bias_0, bias_1), (weight_0, weight_1) = params.biases.tolist(), params.weights.tolist()
+    if not (0 < bias_0 < 1 and 0 < bias_1 < 1 and weight_0 > 0 and weight_1 > 0):  # False for a NaN as well
+        return None
+    log_p0, log_q0, log_w0 = log(bias_0), log(1.0 - bias_0), log(weight_0)
+    log_p1, log_q1, log_w1 = log(bias_1), log(1.0 - bias_1), log(weight_1)
+    heads_0 = tails_0 = share_0 = heads_1 = tails_1 = share_1 = log_likelihood = 0.0
+    for heads, tails in pairs:
+        joint_0 = heads * log_p0 + tails * log_q0 + log_w0
+        joint_1 = heads * log_p1 + tails * log_q1 + log_w1
+        # Shifted by the top, the top's term is exactly 1 (the general pass takes the first of equal tops).
+        if joint_0 >= joint_1:
+            other = exp(joint_1 - joint_0)
+            total = 1.0 + other
+            log_likelihood += log(total) + joint_0
+            r_0, r_1 = 1.0 / total, other / total
+        else:
+            other = exp(joint_0 - joint_1)
+            total = other + 1.0
+            log_likelihood += log(total) + joint_1
+            r_0, r_1 = other / total, 1.0 / total
+        heads_0 += r_0 * heads
+        tails_0 += r_0 * tails
+        share_0 += r_0
+        heads_1 += r_1 * heads
+        tails_1 += r_1 * tails
+        share_1 += r_1
+    return log_likelihood, ([heads_0, heads_1], [tails_0, tails_1], [share_0, share_1])
 
 
 def _small_log_joint(rows: FloatArray, params: CoinParams) -> tuple[FloatArray, FloatArray] | None:

@@ -149,6 +149,26 @@ def test_pass_matches_xlogy_and_logsumexp(biases, weights, n_experiments):
     np.testing.assert_allclose(sums, np.column_stack([resp.T @ heads, resp.T @ tails, resp.sum(axis=0)]), rtol=1e-12)
 
 
+def test_the_two_coin_pass_gives_the_general_scalar_pass_bit_for_bit():
+    # Unrolled, not rewritten: the same operations in the same order, so equal floats, ties included.
+    from service.em.coins import _scalar_pass, _two_coin_pass
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        heads = rng.integers(0, 40, n).astype(float)
+        pairs = list(zip(heads.tolist(), (rng.integers(0, 40, n) + (heads == 0)).astype(float).tolist(), strict=True))
+        biases = rng.uniform(0.01, 0.99, 2)
+        weights = rng.dirichlet([1.0, 1.0])
+        if rng.random() < 0.2:  # equal coins: every experiment's two joints tie
+            biases[1], weights[1] = biases[0], weights[0]
+        params = CoinParams(biases, weights)
+        assert _two_coin_pass(pairs, params) == _scalar_pass(pairs, params)
+    for impossible in ([0.0, 0.5], [0.5, 1.0], [np.nan, 0.5]):
+        assert _two_coin_pass([(1.0, 1.0)], CoinParams(np.array(impossible), np.array([0.5, 0.5]))) is None
+    assert _two_coin_pass([(1.0, 1.0)], CoinParams(np.array([0.3, 0.6]), np.array([1.0, 0.0]))) is None
+
+
 @pytest.mark.parametrize("fit_weights", [False, True])
 def test_scalar_pass_fits_as_the_array_passes_do(monkeypatch, fit_weights):
     # The same fit with the scalar pass switched off: the same path to the same numbers, up to summation order.
