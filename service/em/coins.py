@@ -194,6 +194,8 @@ class CoinMixture:
 
     def log_responsibilities(self, params: CoinParams) -> FloatArray:
         """The n x K log-responsibilities (a view of a coins-major array), asked once per fit."""
+        if self._pairs is not None and (scalar := _scalar_log_responsibilities(self._pairs, params)) is not None:
+            return scalar
         if self._rows is not None and (small := _small_log_joint(self._rows, params)) is not None:
             joint = small[0]
             joint -= np.log(np.add.reduce(np.exp(joint), axis=1, keepdims=True))
@@ -320,6 +322,23 @@ def _scalar_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[
             tails_of[k] += r * tails
             share[k] += r
     return log_likelihood, (heads_of, tails_of, share)
+
+
+def _scalar_log_responsibilities(pairs: list[tuple[float, float]], params: CoinParams) -> FloatArray | None:
+    """The small pass's n x K log-responsibilities in Python floats, for a fit of a few cells (a handful of numpy
+    calls cost more than the arithmetic); None where a coin is impossible or a parameter is not a number."""
+    biases, weights = params.biases.tolist(), params.weights.tolist()
+    if not all(0 < bias < 1 for bias in biases) or not all(weight > 0 for weight in weights):  # NaN: False too
+        return None
+    table = [(log(b), log(1.0 - b), log(w)) for b, w in zip(biases, weights, strict=True)]
+    rows = []
+    for heads, tails in pairs:
+        joints = [heads * log_p + tails * log_q + log_w for log_p, log_q, log_w in table]
+        top = max(joints)
+        shifted = [joint - top for joint in joints]
+        log_total = log(sum(exp(term) for term in shifted))
+        rows.append([term - log_total for term in shifted])
+    return np.array(rows)
 
 
 def _two_coin_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[float, ScalarSums] | None:

@@ -149,6 +149,24 @@ def test_pass_matches_xlogy_and_logsumexp(biases, weights, n_experiments):
     np.testing.assert_allclose(sums, np.column_stack([resp.T @ heads, resp.T @ tails, resp.sum(axis=0)]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("n_coins", [1, 2, 3])
+def test_scalar_log_responsibilities_match_the_small_pass(n_coins):
+    from service.em.coins import _scalar_log_responsibilities
+
+    rng = np.random.default_rng(n_coins)
+    heads = rng.integers(0, 40, 12).astype(float)
+    tails = rng.integers(1, 40, 12).astype(float)
+    model = CoinMixture(heads, tails, n_coins)
+    for _ in range(20):
+        params = CoinParams(rng.uniform(0.01, 0.99, n_coins), rng.dirichlet(np.ones(n_coins)))
+        _, expected_log_resp = _reference_pass(heads, tails, params.biases, params.weights)
+        scalar = _scalar_log_responsibilities(model._pairs, params)
+        np.testing.assert_allclose(scalar, expected_log_resp, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(model.log_responsibilities(params), scalar)
+    for impossible in ([0.0] * n_coins, [1.0] * n_coins, [np.nan] * n_coins):
+        assert _scalar_log_responsibilities(model._pairs, CoinParams(np.array(impossible), np.ones(n_coins))) is None
+
+
 def test_the_two_coin_pass_gives_the_general_scalar_pass_bit_for_bit():
     # Unrolled, not rewritten: the same operations in the same order, so equal floats, ties included.
     from service.em.coins import _scalar_pass, _two_coin_pass
