@@ -138,6 +138,14 @@ class Design:
             buffer = self._scratch_of_thread.buffer = np.empty(size, self.dtype)
         return buffer
 
+    def _weighted_rows(self, size: int) -> WorkArray:
+        """This thread's buffer for a chunk's rows weighed by a component's sqrt(r_k) (see _weighted_outer_products),
+        kept like the scratch buffer: a fresh megabyte for each component of each chunk cost page faults."""
+        buffer: WorkArray | None = getattr(self._scratch_of_thread, "weighted", None)
+        if buffer is None or buffer.size < size:
+            buffer = self._scratch_of_thread.weighted = np.empty(size, self.dtype)
+        return buffer[:size]
+
     def _gram(self, rows: slice) -> FloatArray:
         x = self.features[1 : 1 + self.n_features, rows]
         return np.dot(x, x.T).astype(np.float64, copy=False)  # type: ignore[no-any-return]
@@ -179,9 +187,9 @@ class Design:
         constant_column = constant.astype(self.dtype)[:, None]
 
         def whitened(rows: slice, out: WorkArray) -> WorkArray:
-            y = stacked @ features[:, rows]
-            y *= y
-            np.sum(y.reshape(K, d, -1), axis=1, out=out)
+            y = (stacked @ features[:, rows]).reshape(K, d, -1)
+            # The squared norms in one pass over y (squaring in place first would write y back, a second pass)
+            np.einsum("kdn,kdn->kn", y, y, out=out)
             return np.subtract(constant_column, out, out=out)
 
         return whitened
@@ -413,7 +421,9 @@ class Design:
         if self.pairs is not None:
             second = self._symmetric(_weighted_pair_sums(resp, features[1:], self.pairs))
         elif self.grams:
-            second = _weighted_outer_products(resp, features[1 : 1 + d], self.chunk_grams[index], sums[:, -1])
+            x = features[1 : 1 + d]
+            weighted = self._weighted_rows(x.size).reshape(x.shape)
+            second = _weighted_outer_products(resp, x, self.chunk_grams[index], sums[:, -1], weighted)
         else:
             second = None
         return Moments(nk, first, second)
@@ -493,7 +503,9 @@ def _pair_products(x: WorkArray, pairs: tuple[NDArray[np.intp], NDArray[np.intp]
     return out
 
 
-def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, traces: FloatArray) -> FloatArray:
+def _weighted_outer_products(
+    resp: WorkArray, x: WorkArray, gram: FloatArray, traces: FloatArray, weighted: WorkArray
+) -> FloatArray:
     """Sum over the chunk of r_k x x^T for every component, (K, d, d), from ``x`` as (d x n_chunk).
 
     Rows weighed by sqrt(r_k), then one Gram product per component (measured faster than syrk: OpenBLAS's
@@ -507,7 +519,7 @@ def _weighted_outer_products(resp: WorkArray, x: WorkArray, gram: FloatArray, tr
     largest = int(np.argmax(traces))
     for k in range(K):
         if k != largest:
-            weighted = x * np.sqrt(resp[k])
+            np.multiply(x, np.sqrt(resp[k]), out=weighted)
             second[k] = np.dot(weighted, weighted.T)
     others = np.delete(second, largest, axis=0)
     second[largest] = gram - others.sum(axis=0)
