@@ -3,9 +3,17 @@
 In WAL mode a commit appends to the log, and by default the commit that crosses 1,000 logged pages also copies
 them back into the database file and syncs it: at hundreds of small fits a second, one commit in a hundred held
 the event loop for milliseconds (up to 15 ms measured), 40% of the model store's time. With the automatic
-checkpoint off, a thread of our own runs a PASSIVE checkpoint every second on its own connection: it never
-blocks a writer, and SQLite releases the GIL while it copies and syncs. Durability is unchanged (a committed
-transaction is in the log; a checkpoint only moves it).
+checkpoint off, a thread of our own checkpoints every second on its own connection, and SQLite releases the GIL
+while it copies and syncs. Durability is unchanged (a committed transaction is in the log; a checkpoint only
+moves it).
+
+A checkpoint that never blocks a writer (PASSIVE) copies the log up to where it stood when it began. SQLite
+starts the log over, at the next commit, only once a checkpoint has copied all of it; under commits that never
+pause none ever does, and the log grows with everything written (950 MB after a minute of small fits). So each
+round is two checkpoints: the first copies the bulk while commits go on; the second, holding the writer's lock,
+copies the few commits made meanwhile (and syncs the database file) so the log is caught up, and the next
+commit starts it over. The writer waits for that second one at most, once a round. A log that did grow (a
+reader holding an old snapshot through several rounds) is cut back to ``LOG_LIMIT_BYTES`` when it starts over.
 """
 
 from __future__ import annotations
@@ -18,24 +26,35 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 1.0
+LOG_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 class BackgroundCheckpoints:
     """Checkpoint the WAL of the database at ``path`` every ``every_s`` seconds from a daemon thread, and stop
-    ``writer`` (a connection in WAL mode) from doing it in its own commits. :meth:`close` before closing
-    ``writer``: SQLite's last connection to close checkpoints whatever is left."""
+    ``writer`` (a connection in WAL mode) from doing it in its own commits. ``writer_lock`` is the lock the
+    writer's transactions hold (see the module's note). :meth:`close` before closing ``writer``: SQLite's last
+    connection to close checkpoints whatever is left."""
 
-    def __init__(self, path: Path, writer: sqlite3.Connection, every_s: float = CHECKPOINT_EVERY_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: sqlite3.Connection,
+        writer_lock: threading.Lock | None = None,
+        every_s: float = CHECKPOINT_EVERY_S,
+    ) -> None:
         writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute(f"PRAGMA journal_size_limit={LOG_LIMIT_BYTES}")
         self.path = path
         self.every_s = every_s
-        self.checkpoints = 0  # completed, for tests and curiosity
+        self.checkpoints = 0  # completed rounds, for tests and curiosity
+        self._writer_lock = writer_lock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"checkpoints {path.name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA synchronous=NORMAL")  # as the writers: the log synced before, the file after
         try:
             while not self._stop.wait(self.every_s):
                 self.checkpoint(db)
@@ -44,7 +63,11 @@ class BackgroundCheckpoints:
 
     def checkpoint(self, db: sqlite3.Connection) -> None:
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _copy_back(db)
+            # Always: what the first one reports is the log as it stood when it began, not the commits made since.
+            if self._writer_lock is not None:
+                with self._writer_lock:
+                    _copy_back(db)
             self.checkpoints += 1
         except sqlite3.Error as exc:  # a full or failing disk: the writers see it too, and answer 503/507
             logger.warning("checkpoint of %s failed: %s", self.path.name, exc)
@@ -52,3 +75,7 @@ class BackgroundCheckpoints:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _copy_back(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

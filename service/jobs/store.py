@@ -159,7 +159,7 @@ class SQLiteJobStore:
             if name not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
         self._mutex = threading.Lock()
-        self._checkpoints = BackgroundCheckpoints(self.path, self._db)  # submits commit on the event loop
+        self._checkpoints = BackgroundCheckpoints(self.path, self._db, self._mutex)  # submits commit on the loop
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._mutex:

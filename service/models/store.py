@@ -95,8 +95,8 @@ class SQLiteModelStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._db.executescript(_SCHEMA)
-        self._checkpoints = BackgroundCheckpoints(path, self._db)  # commits run on the event loop
         self._mutex = threading.Lock()  # written from the event loop and from the job manager's threads
+        self._checkpoints = BackgroundCheckpoints(path, self._db, self._mutex)  # commits run on the event loop
         self._writes = 0
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:

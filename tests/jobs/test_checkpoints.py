@@ -4,9 +4,10 @@ back into the database, and nothing committed is lost across a close and reopen.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
-from service.jobs.checkpoints import BackgroundCheckpoints
+from service.jobs.checkpoints import LOG_LIMIT_BYTES, BackgroundCheckpoints
 from service.models.store import ModelRecord, SQLiteModelStore
 
 
@@ -43,3 +44,32 @@ def test_models_committed_between_checkpoints_survive_a_reopen(tmp_path):
         assert reopened.count() == 500
     finally:
         reopened.close()
+
+
+def test_the_log_stays_bounded_while_commits_never_pause(tmp_path):
+    # A PASSIVE checkpoint copies the log up to where it stood when it began; under commits that never pause
+    # it never catches up, so SQLite never starts the log over and it grows with everything ever written
+    # (950 MB after a minute of small fits). The log must start over once a checkpoint has caught up.
+    path = tmp_path / "t.sqlite3"
+    writer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA synchronous=NORMAL")
+    writer.execute("CREATE TABLE t (x BLOB)")
+    lock = threading.Lock()
+    checkpoints = BackgroundCheckpoints(path, writer, writer_lock=lock, every_s=0.05)
+    wal = path.with_name(path.name + "-wal")
+    largest_log = written = 0
+    try:
+        while written < 80_000_000 or checkpoints.checkpoints < 10:
+            with lock:  # as the stores' commits do
+                writer.execute("BEGIN")
+                writer.execute("INSERT INTO t VALUES (?)", (b"x" * 32_000,))
+                writer.execute("COMMIT")
+            written += 32_000
+            largest_log = max(largest_log, wal.stat().st_size)
+            time.sleep(0.0002)  # the event loop's other work between two commits
+    finally:
+        checkpoints.close()
+        writer.close()
+    # Cut back to LOG_LIMIT_BYTES when it starts over; a round's commits (0.05 s here) on top of that at most.
+    assert largest_log < LOG_LIMIT_BYTES + 16_000_000, f"the log grew to {largest_log / 1e6:.0f} MB"

@@ -98,10 +98,16 @@ def test_a_full_disk_is_507_and_not_ready_and_no_acknowledged_result_is_lost(tmp
             assert "Retry-After" in response.headers and "full" in response.json()["detail"]
             ready = httpx.get(f"{server.url}/readyz", timeout=HANG_S)
             assert ready.status_code == 503 and "full" in ready.json()["reason"]
-            # A synchronous fit keeps its model too: with nowhere to keep it, it is a 507 like a job, not a result
-            # whose model_id names nothing.
-            refused = httpx.post(f"{server.url}/v1/fit/coins", json={"sequences": DO_BATZOGLOU}, timeout=HANG_S)
-            assert refused.status_code == 507 and "Retry-After" in refused.headers, refused.text
+            # A synchronous fit keeps its model too: with nowhere to keep it, it is a 507 like a job, never a result
+            # whose model_id names nothing. (A small model may still fit in the model store's log, which starts
+            # over in the space it has: then it is kept, and readable now and after the restart.)
+            full_fit = httpx.post(f"{server.url}/v1/fit/coins", json={"sequences": DO_BATZOGLOU}, timeout=HANG_S)
+            assert full_fit.status_code in (200, 507), full_fit.text
+            if full_fit.status_code == 507:
+                assert "Retry-After" in full_fit.headers
+            else:
+                kept = f"/v1/models/{full_fit.json()['model_id']}"
+                assert httpx.get(f"{server.url}{kept}", timeout=HANG_S).status_code == 200
             final = wait_until(
                 lambda: (j := _job(server.url, running["id"]))["status"] in ("succeeded", "failed") and j,
                 timeout_s=HANG_S,
@@ -118,6 +124,8 @@ def test_a_full_disk_is_507_and_not_ready_and_no_acknowledged_result_is_lost(tmp
             # Whatever the job read as it ended, it reads the same after a restart: nothing shown was lost.
             assert _job(restarted.url, running["id"])["status"] == final["status"]
             assert _job(restarted.url, done["id"])["result"] == before["result"]
+            if full_fit.status_code == 200:
+                assert httpx.get(f"{restarted.url}{kept}", timeout=HANG_S).status_code == 200
 
 
 def test_cancelling_right_after_submitting_never_fails_over_http(tmp_path):
