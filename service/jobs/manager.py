@@ -506,6 +506,10 @@ class LocalJobManager:
                         self._write(self.store.mark_running, job_id, at)
                 case Progress(events=events):
                     self._on_progress(active, events)
+                case Finished(status="succeeded") if active.cancel_requested_at is not None and active.parts is None:
+                    # The worker finished between its last look at the cancel flag and the cancel, which was
+                    # answered 202: the job ends as its caller was told, keeping nothing it made.
+                    self._finish(active, "cancelled")
                 case Finished(status="succeeded", result=bytes() as result, replay=replay, model=model) if (
                     active.follow_up is not None and active.parts is None
                 ):

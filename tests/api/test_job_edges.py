@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from service.jobs.protocol import Finished
+from service.main import create_app
+from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
 from tests.jobs.helpers import finished_job, parse_sse, wait_until
 
@@ -37,6 +42,28 @@ def test_cancelling_right_after_submitting_never_fails(client):
             assert final["status"] == "cancelled"
         else:
             assert final["status"] == "succeeded"
+
+
+def test_a_job_answered_202_ends_cancelled_though_its_worker_had_just_succeeded(tmp_path):
+    # Found beside a busy make test: the worker finished between its last look at the cancel flag and the DELETE,
+    # whose 202 then ended "succeeded". The race made certain: the worker's success is delivered right after the
+    # cancel, on the event loop, before the worker's own answer can be.
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as client:
+        points = np.random.default_rng(0).normal(size=(20_000, 2)).tolist()
+        body = {"points": points, "n_components": 3, "max_iter": 10_000, "tol": 0}
+        job = client.post("/v1/jobs/gaussian", json=body).json()
+        wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running")
+        manager = client.app.state.services.jobs
+
+        async def cancel_as_the_worker_succeeds() -> bool:
+            _, already = await manager.cancel(job["id"])
+            manager._on_message(Finished(job["id"], "succeeded", result=b'{"model": "gaussian"}', model=b"{}"))
+            return already
+
+        assert client.portal.call(cancel_as_the_worker_succeeds) is False  # answered 202
+        final = wait_until(lambda: finished_job(client, job["id"]))
+        assert final["status"] == "cancelled" and final["result"] is None
+        assert client.get(f"/v1/models/{job['id']}").status_code == 404  # nothing kept of a cancelled job
 
 
 def test_jobs_are_listed_by_status_and_kind(client):
