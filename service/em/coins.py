@@ -296,10 +296,9 @@ def _scalar_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[
     Plain loops over preallocated lists: in Python 3.11 each comprehension is a function call, and per
     experiment those calls cost more than the arithmetic.
     """
-    biases, weights = params.biases.tolist(), params.weights.tolist()
-    if not (min(biases) > 0 and max(biases) < 1 and min(weights) > 0):  # False for a NaN as well
+    table = _scalar_log_table(params)
+    if table is None:
         return None
-    table = [(log(b), log(1.0 - b), log(w)) for b, w in zip(biases, weights, strict=True)]
     coins = range(len(table))
     heads_of, tails_of, share = [0.0] * len(table), [0.0] * len(table), [0.0] * len(table)
     terms = [0.0] * len(table)
@@ -324,13 +323,21 @@ def _scalar_pass(pairs: list[tuple[float, float]], params: CoinParams) -> tuple[
     return log_likelihood, (heads_of, tails_of, share)
 
 
+def _scalar_log_table(params: CoinParams) -> list[tuple[float, float, float]] | None:
+    """``(log p_k, log(1 - p_k), log w_k)`` per coin as Python floats for the scalar passes; None when a coin is
+    impossible (a bias of 0 or 1, a weight of 0) or a parameter is not a number (every comparison with NaN fails)."""
+    biases, weights = params.biases.tolist(), params.weights.tolist()
+    if not all(0 < bias < 1 for bias in biases) or not all(weight > 0 for weight in weights):
+        return None
+    return [(log(b), log(1.0 - b), log(w)) for b, w in zip(biases, weights, strict=True)]
+
+
 def _scalar_log_responsibilities(pairs: list[tuple[float, float]], params: CoinParams) -> FloatArray | None:
     """The small pass's n x K log-responsibilities in Python floats, for a fit of a few cells (a handful of numpy
     calls cost more than the arithmetic); None where a coin is impossible or a parameter is not a number."""
-    biases, weights = params.biases.tolist(), params.weights.tolist()
-    if not all(0 < bias < 1 for bias in biases) or not all(weight > 0 for weight in weights):  # NaN: False too
+    table = _scalar_log_table(params)
+    if table is None:
         return None
-    table = [(log(b), log(1.0 - b), log(w)) for b, w in zip(biases, weights, strict=True)]
     rows = []
     for heads, tails in pairs:
         joints = [heads * log_p + tails * log_q + log_w for log_p, log_q, log_w in table]

@@ -131,20 +131,15 @@ class Design:
         # iteration: a fresh array of a chunk's size each time would cost page faults on every pass.
         self._scratch_of_thread = threading.local()
 
-    def _scratch(self, size: int) -> WorkArray:
-        """This thread's scratch buffer, at least ``size`` elements; what a chunk left in it is overwritten."""
-        buffer: WorkArray | None = getattr(self._scratch_of_thread, "buffer", None)
+    def _scratch(self, size: int, name: str = "buffer") -> WorkArray:
+        """This thread's scratch buffer ``name``, at least ``size`` elements; what a chunk left in it is overwritten.
+        Besides the pass's own ("buffer"), the full pass's rows weighed by a component's sqrt(r_k) ("weighted", see
+        _weighted_outer_products): a fresh megabyte for each component of each chunk cost page faults."""
+        buffer: WorkArray | None = getattr(self._scratch_of_thread, name, None)
         if buffer is None or buffer.size < size:
-            buffer = self._scratch_of_thread.buffer = np.empty(size, self.dtype)
+            buffer = np.empty(size, self.dtype)
+            setattr(self._scratch_of_thread, name, buffer)
         return buffer
-
-    def _weighted_rows(self, size: int) -> WorkArray:
-        """This thread's buffer for a chunk's rows weighed by a component's sqrt(r_k) (see _weighted_outer_products),
-        kept like the scratch buffer: a fresh megabyte for each component of each chunk cost page faults."""
-        buffer: WorkArray | None = getattr(self._scratch_of_thread, "weighted", None)
-        if buffer is None or buffer.size < size:
-            buffer = self._scratch_of_thread.weighted = np.empty(size, self.dtype)
-        return buffer[:size]
 
     def _gram(self, rows: slice) -> FloatArray:
         x = self.features[1 : 1 + self.n_features, rows]
@@ -422,7 +417,7 @@ class Design:
             second = self._symmetric(_weighted_pair_sums(resp, features[1:], self.pairs))
         elif self.grams:
             x = features[1 : 1 + d]
-            weighted = self._weighted_rows(x.size).reshape(x.shape)
+            weighted = self._scratch(x.size, "weighted")[: x.size].reshape(x.shape)
             second = _weighted_outer_products(resp, x, self.chunk_grams[index], sums[:, -1], weighted)
         else:
             second = None
