@@ -220,6 +220,9 @@ def soak(seconds: float) -> str:
         def disk_mb(pattern: str) -> float:  # the database and its log
             return sum(p.stat().st_size for p in Path(data_dir).glob(pattern)) / 2**20
 
+        def stores_mb(began: float) -> tuple[float, float, float]:
+            return time.monotonic() - began, disk_mb("jobs.sqlite3*"), disk_mb("models/models.sqlite3*")
+
         async def client(seed: int) -> None:
             chooser = random.Random(seed)
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
@@ -238,9 +241,9 @@ def soak(seconds: float) -> str:
         async def sample() -> None:
             began = time.monotonic()
             while time.monotonic() < stop_at:
-                sizes.append((time.monotonic() - began, disk_mb("jobs.sqlite3*"), disk_mb("models/models.sqlite3*")))
+                sizes.append(stores_mb(began))
                 await asyncio.sleep(10)
-            sizes.append((time.monotonic() - began, disk_mb("jobs.sqlite3*"), disk_mb("models/models.sqlite3*")))
+            sizes.append(stores_mb(began))
 
         async def run() -> None:
             await asyncio.gather(sample(), *(client(seed) for seed in range(4)))

@@ -39,7 +39,7 @@ class BackgroundCheckpoints:
         self,
         path: Path,
         writer: sqlite3.Connection,
-        writer_lock: threading.Lock | None = None,
+        writer_lock: threading.Lock,
         every_s: float = CHECKPOINT_EVERY_S,
     ) -> None:
         writer.execute("PRAGMA wal_autocheckpoint=0")
@@ -65,9 +65,8 @@ class BackgroundCheckpoints:
         try:
             _copy_back(db)
             # Always: what the first one reports is the log as it stood when it began, not the commits made since.
-            if self._writer_lock is not None:
-                with self._writer_lock:
-                    _copy_back(db)
+            with self._writer_lock:
+                _copy_back(db)
             self.checkpoints += 1
         except sqlite3.Error as exc:  # a full or failing disk: the writers see it too, and answer 503/507
             logger.warning("checkpoint of %s failed: %s", self.path.name, exc)

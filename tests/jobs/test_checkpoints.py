@@ -16,7 +16,7 @@ def test_the_writer_never_checkpoints_and_the_thread_copies_the_log_back(tmp_pat
     writer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("CREATE TABLE t (x BLOB)")
-    checkpoints = BackgroundCheckpoints(path, writer, every_s=0.02)
+    checkpoints = BackgroundCheckpoints(path, writer, threading.Lock(), every_s=0.02)
     try:
         assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         for _ in range(300):  # ~1,200 pages of log: past SQLite's automatic checkpoint, were it on
