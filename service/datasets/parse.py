@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-# Rows checked for finiteness at a time: a memory-mapped upload is scanned without being loaded whole.
-_SCAN_ROWS = 1 << 16
+from service.em.blocks import row_blocks
+
 # Room for a number in a CSV line ("-1.2345678901234567e-300,"): what bounds the first line's length.
 _CSV_BYTES_PER_FIELD = 32
 
@@ -164,11 +164,10 @@ def check_points(points: NDArray[np.floating[Any]]) -> NDArray[Any]:
     the observed coordinates), never infinite (scanned in blocks of rows)."""
     if points.size == 0:
         raise MalformedData("the data hold no points")
-    for start in range(0, len(points), _SCAN_ROWS):
-        block = np.asarray(points[start : start + _SCAN_ROWS])
+    for rows, block in row_blocks(points):
         if np.isinf(block).any():
             where = np.argwhere(np.isinf(block))[0]
-            where[0] += start
+            where[0] += rows.start
             raise MalformedData(f"points{''.join(f'[{i}]' for i in where.tolist())} is infinite")
     return points
 

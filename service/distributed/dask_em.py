@@ -355,6 +355,7 @@ def fit_on_dask(
         )  # fmt: skip
         try:
             outcome = run_em(model, replace(options, canonical_order=init_means is None), hooks)
+            _ = outcome.log_resp  # taken now, while the chunks are on the cluster (released below)
         finally:
             model.release()
         return DaskFit(outcome, model)

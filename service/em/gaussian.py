@@ -448,10 +448,10 @@ class GaussianMixture(GaussianMixtureRules):
         check_options(X, n_components, covariance_type, reg_covar, dtype)
         check_enough_distinct_points(X, n_components)
         shift = check_spread(X, dtype)
-        centred = X - shift
-        self._design = Design(centred, n_components, covariance_type, np.dtype(dtype).type)
+        # The design centres X as it copies it in (a block at a time: no centred copy of the whole data)
+        self._design = Design(X, n_components, covariance_type, np.dtype(dtype).type, shift=shift)
         # In double precision the design holds the centred data already: keep one copy, not two.
-        self.X: FloatArray = self._design.X if dtype == "float64" else centred  # type: ignore[assignment]
+        self.X: FloatArray = self._design.X if dtype == "float64" else X - shift  # type: ignore[assignment]
         summary = DataSummary(
             n_observations=int(self.X.shape[0]),
             n_features=int(self.X.shape[1]),
@@ -507,6 +507,10 @@ class GaussianMixture(GaussianMixtureRules):
 
     def log_responsibilities(self, params: GaussianParams) -> FloatArray:
         return self._design.log_responsibilities(self.components(params))
+
+    def labels(self, params: GaussianParams) -> NDArray[np.intp]:
+        """Each point's most probable component, without the n x K log-responsibilities."""
+        return self._design.labels(self.components(params))
 
     def _extent(self) -> float:
         return _largest_coordinate(self.X)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from service.em.blocks import all_finite, column_extremes, row_blocks
 from service.em.coins import check_weights
 from service.em.errors import DegenerateDataError, InvalidParameterError
 
@@ -23,8 +24,6 @@ COVARIANCE_TYPES: tuple[CovarianceType, ...] = ("full", "diag", "spherical", "ti
 # How far from their mean points (and given means) may lie: squared distances, summed over features,
 # must stay finite in the working dtype, or k-means and the E-step meet inf - inf.
 MAX_SPREAD = {"float64": 1e150, "float32": 1e15}
-
-_CHUNK_ROWS = 65_536  # bounds the temporaries of a pass over the points
 
 
 def check_inputs(
@@ -62,7 +61,7 @@ def check_options(
 ) -> None:
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise InvalidParameterError("points must be a non-empty list of numbers or of equal-length rows", "points")
-    if not np.all(np.isfinite(X)):
+    if not all_finite(X):
         raise InvalidParameterError("points must be finite numbers (no NaN or Infinity)", "points")
     check_model_options(n_components, covariance_type, reg_covar, dtype)
 
@@ -89,8 +88,9 @@ def not_positive_definite(collapsed: list[int], floor: float) -> InvalidParamete
 
 def check_spread(X: FloatArray, dtype: WorkingDtype) -> FloatArray:
     """The points' mean, after checking every point lies within the working dtype's spread of it."""
-    shift: FloatArray = X.mean(axis=0)
-    check_spread_about(shift, X.min(axis=0), X.max(axis=0), dtype)
+    total, column_min, column_max = column_extremes(X)
+    shift: FloatArray = total / len(X)
+    check_spread_about(shift, column_min, column_max, dtype)
     return shift
 
 
@@ -110,10 +110,10 @@ def check_spread_about(shift: FloatArray, column_min: FloatArray, column_max: Fl
 def column_variances(X: FloatArray, shift: FloatArray | None = None) -> FloatArray:
     """Each dimension's variance (about ``shift``, the mean by default), in blocks of rows: no n x d temporary."""
     n = len(X)
-    centre = X.mean(axis=0) if shift is None else shift
+    centre = column_extremes(X)[0] / n if shift is None else shift
     total = np.zeros(X.shape[1])
-    for begin in range(0, n, _CHUNK_ROWS):
-        total += np.sum(np.square(X[begin : begin + _CHUNK_ROWS] - centre), axis=0)
+    for _, block in row_blocks(X):
+        total += np.sum(np.square(block - centre), axis=0)
     variances: FloatArray = total / max(n, 1)
     return variances
 

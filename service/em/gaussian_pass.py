@@ -37,6 +37,7 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from service.em.blocks import row_blocks
 from service.em.chunks import chunk_threads, map_chunks, one_blas_thread, row_chunks, sum_of_logs, weighted_sums
 
 FloatArray = NDArray[np.float64]
@@ -88,7 +89,15 @@ class Components:
 class Design:
     """The features of every row, built once per fit in the working dtype, and the row chunks of a pass."""
 
-    def __init__(self, X: FloatArray, n_components: int, covariance_type: str, dtype: type[np.floating]) -> None:
+    def __init__(
+        self,
+        X: FloatArray,
+        n_components: int,
+        covariance_type: str,
+        dtype: type[np.floating],
+        shift: FloatArray | None = None,
+    ) -> None:
+        """The design of the rows of ``X - shift`` (X may be a memory-mapped dataset: it is read a block at a time)."""
         n_samples, n_features = X.shape
         self.covariance_type = covariance_type
         self.n_components, self.n_features = n_components, n_features
@@ -106,11 +115,13 @@ class Design:
         width = 1 + n_features * (2 if self.expanded else 1) + (1 if self.grams else 0)
         self.features: WorkArray = np.empty((width, n_samples), dtype)
         self.features[0] = 1.0
-        self.features[1 : 1 + n_features] = X.T
-        if self.expanded:
-            np.square(X.T, out=self.features[1 + n_features :])
-        elif self.grams:  # |x|^2: its weighted sums are the traces of the components' second moments
-            np.sum(X * X, axis=1, out=self.features[-1])
+        for rows, block in row_blocks(X):
+            centred = block if shift is None else block - shift
+            self.features[1 : 1 + n_features, rows] = centred.T
+            if self.expanded:
+                np.square(centred.T, out=self.features[1 + n_features :, rows])
+            elif self.grams:  # |x|^2: its weighted sums are the traces of the components' second moments
+                np.sum(centred * centred, axis=1, out=self.features[-1, rows])
         if self.expanded:
             self.chunks = _balanced_chunks(
                 n_samples, _expanded_chunk_rows(n_components, width, np.dtype(dtype)), n_components * width
@@ -395,6 +406,19 @@ class Design:
 
         self._map_chunks(chunk, self.chunks)
         return out.T
+
+    def labels(self, components: Components) -> NDArray[np.intp]:
+        """Each row's most probable component, a chunk at a time: the argmax of its weighted log-densities, which
+        the log-responsibilities only shift by a per-row constant (scikit-learn's ``predict`` takes the same)."""
+        log_density = self.log_density(components)
+        labels = np.empty(self.features.shape[1], dtype=np.intp)
+
+        def chunk(rows: slice) -> None:
+            out = np.empty((self.n_components, rows.stop - rows.start), self.dtype)
+            labels[rows] = np.argmax(log_density(rows, out), axis=0)
+
+        self._map_chunks(chunk, self.chunks)
+        return labels
 
     def moments(self, resp: FloatArray) -> Moments:
         """The sums for given n x K responsibilities (a start's hard or soft assignment)."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 import numpy as np
@@ -120,7 +121,6 @@ class FitOutcome(Generic[ParamsT]):
 
     params: ParamsT
     log_likelihood: float
-    log_resp: NDArray[np.float64]
     n_iter: int
     converged: bool
     stop_reason: StopReason
@@ -129,6 +129,13 @@ class FitOutcome(Generic[ParamsT]):
     returned_start: int  # index into restarts of the start these params come from
     warnings: list[str]
     elapsed_s: float
+    log_responsibilities_of: Callable[[ParamsT], NDArray[np.float64]] = field(repr=False, compare=False)
+
+    @cached_property
+    def log_resp(self) -> NDArray[np.float64]:
+        """The returned start's log-responsibilities (n x K): one more E-step, taken when first asked for. A fit
+        that reports only labels takes them a chunk at a time instead, and never holds the n x K array."""
+        return self.log_responsibilities_of(self.params)
 
 
 @dataclass
@@ -311,8 +318,6 @@ def _outcome(
     return FitOutcome(
         params=params,
         log_likelihood=best.log_likelihood,
-        # One more E-step, for the returned start only: labels and responsibilities belong to its params.
-        log_resp=model.log_responsibilities(params),
         n_iter=best.n_iter,
         converged=best.stop_reason == "converged",
         stop_reason=best.stop_reason,
@@ -321,6 +326,8 @@ def _outcome(
         returned_start=next(i for i, run in enumerate(runs) if run is best),
         warnings=[*best.warnings, *model.diagnose(params)],
         elapsed_s=elapsed_s,
+        # Labels and responsibilities belong to the returned start's params.
+        log_responsibilities_of=model.log_responsibilities,
     )
 
 

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from scipy import linalg
 from scipy.special import gammaln
 
+from service.em.blocks import row_blocks
 from service.em.coins import check_weights
 from service.em.errors import InvalidParameterError
 from service.em.gaussian_checks import COVARIANCE_TYPES, CovarianceType, as_float_array, shape_covariances
@@ -115,11 +116,11 @@ class GaussianModel:
             factors = np.ascontiguousarray(stack.transpose(1, 0, 2).reshape(d, K * d))
             shifts = np.einsum("kd,kde->ke", self.means, stack).reshape(K * d)
             constants = np.sum(np.log(np.diagonal(stack, axis1=1, axis2=2)), axis=1) - 0.5 * d * _LOG_2PI
-            for start in range(0, n, _BLOCK_ROWS):
-                y = X[start : start + _BLOCK_ROWS] @ factors
+            for rows, block in row_blocks(X, _BLOCK_ROWS):  # an uploaded dataset's pages are handed back
+                y = block @ factors
                 y -= shifts
                 np.square(y, out=y)
-                log_density[start : start + _BLOCK_ROWS] = constants - 0.5 * y.reshape(len(y), K, d).sum(axis=2)
+                log_density[rows] = constants - 0.5 * y.reshape(len(y), K, d).sum(axis=2)
         else:
             chol_rows = chol_all if self.covariance_type == "diag" else np.outer(chol_all, np.ones(d))
             for k in range(K):

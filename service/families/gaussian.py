@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.datasets.parse import as_rows, map_points
+from service.em.blocks import argmax_rows, has_nan
 from service.em.errors import InvalidParameterError
 from service.em.gaussian import GaussianMixture, GaussianMixtureRules, GaussianParams, n_parameters
 from service.em.gaussian_checks import CovarianceType, InitMethod, WorkingDtype, check_inputs
@@ -163,7 +164,7 @@ def make_task(request: GaussianFitRequest, settings: Settings, default_time_limi
 
 
 def _has_missing(X: FloatArray) -> bool:
-    return bool(np.isnan(np.sum(X)))  # one pass, no n x d temporary
+    return has_nan(X)
 
 
 def _check_missing(task: GaussianTask) -> None:
@@ -260,12 +261,22 @@ def solution_of(
         bic=-2 * outcome.log_likelihood + n_params * np.log(n_samples),
         aic=-2 * outcome.log_likelihood + 2 * n_params,
         n_parameters=n_params,
-        labels=np.argmax(outcome.log_resp, axis=1) if task.return_labels else None,
+        labels=_labels(model, outcome) if task.return_labels else None,
         responsibilities=np.exp(outcome.log_resp) if task.return_responsibilities else None,
         uncertainty=uncertainty,
         imputed=imputed,
         n_missing=n_missing,
     )
+
+
+def _labels(
+    model: GaussianMixtureRules | MissingGaussianMixture, outcome: FitOutcome[GaussianParams]
+) -> NDArray[np.intp]:
+    """Each point's most probable component; a plain mixture's come a chunk at a time, so a fit that reports only
+    labels never holds the n x K log-responsibilities (as large as the data when K = d)."""
+    if isinstance(model, GaussianMixture):
+        return model.labels(outcome.params)
+    return argmax_rows(outcome.log_resp)
 
 
 def _imputed(model: GaussianMixture | MissingGaussianMixture, outcome: FitOutcome[GaussianParams]) -> FloatArray:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from service.em.blocks import has_nan, take_rows
 from service.em.gaussian_missing import full_covariances
 from service.plots.fitted import NO_DATA, Fitted, shown_of, subsample
 from service.plots.style import INK, MU, SIGMA, colour, footnote
@@ -62,10 +63,14 @@ def picture_data(task: Any, solution: Any) -> dict[str, NDArray[Any]]:
         bins = int(np.clip(np.sqrt(values.size), 10, 100))
         counts, edges = np.histogram(values, bins=bins)
         return {"hist_counts": counts.astype(np.float64), "hist_edges": edges, "n_total": np.asarray(values.size)}
-    complete = np.flatnonzero(~np.isnan(X).any(axis=1)) if np.isnan(np.sum(X)) else np.arange(n)
+    complete = np.flatnonzero(~np.isnan(X).any(axis=1)) if has_nan(X) else np.arange(n)
     picked = complete[subsample(complete.size)]
-    points = np.asarray(X[picked], dtype=np.float64)
-    labels = np.argmax(solution.outcome.log_resp[picked], axis=1).astype(np.int16)
+    points = np.asarray(take_rows(X, picked), dtype=np.float64)  # an uploaded dataset: read a block at a time
+    fitted_labels = getattr(solution, "labels", None)  # the fit's own, when it reported them
+    if fitted_labels is not None:
+        labels = fitted_labels[picked].astype(np.int16)
+    else:
+        labels = np.argmax(solution.outcome.log_resp[picked], axis=1).astype(np.int16)
     data: dict[str, NDArray[Any]] = {"labels": labels, "n_total": np.asarray(complete.size)}
     if d > 2:
         centre, axes = principal_axes(*components(solution.params, solution.covariance_type))
