@@ -51,6 +51,11 @@ _LOG_2PI = np.log(2 * np.pi)
 # over the benchmark grid: larger chunks spill the cache, smaller ones add per-call overhead.
 _CHUNK_ELEMENTS = 1 << 18
 _MIN_CHUNK_ROWS = 4096
+# The quadratic pass's chunks have at least 4 times the least rows (16,384): its per-chunk cost (the pair
+# features built in scratch, two short-and-wide products) pays off only over long rows. Measured on an Intel Xeon
+# (2 MB L2 a core), one iteration on 10^6 x 8, K = 8: 4,096 rows 231-271 ms, 8,192 176-180, 16,384 167-171,
+# 32,768 155-184; on 10^6 x 2, K = 8 (16,384 rows by the element count already) 32,768 rows were slower again.
+_QUADRATIC_ROWS_FACTOR = 4
 # Expanded pass: a chunk's features (1 + 2d rows) are read twice, by the log-densities' product and by the
 # M-step's sums; within this size the second read finds them in the L3 cache (32 MB here), not in memory.
 # Measured on 2 shared cores: 4-8 MB chunks beat both cache-sized ones (per-chunk overhead) and whole passes.
@@ -127,7 +132,9 @@ class Design:
                 n_samples, _expanded_chunk_rows(n_components, width, np.dtype(dtype)), n_components * width
             )
         else:
-            self.chunks = row_chunks(n_samples, max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // (n_components * n_features)))
+            rows = max(_MIN_CHUNK_ROWS, _CHUNK_ELEMENTS // (n_components * n_features))
+            quadratic_rows = _QUADRATIC_ROWS_FACTOR * _MIN_CHUNK_ROWS
+            self.chunks = row_chunks(n_samples, max(rows, quadratic_rows) if self.quadratic else rows)
         self.chunk_grams = map_chunks(self._gram, self.chunks) if self.grams else []
         # Two components, expanded or quadratic: the column sums of the linear features give the sum of a
         # log-density over all rows (quadratic: n, the column sums, and the Gram's upper triangle).
