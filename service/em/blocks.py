@@ -63,13 +63,6 @@ def row_blocks(X: NDArray[Any], rows: int = BLOCK_ROWS) -> Iterator[tuple[slice,
             mapping.release(block)
 
 
-def release(X: NDArray[Any]) -> None:
-    """Hand back every page of a mapped X (after a read that touched it out of order); no-op in memory."""
-    mapping = _mapping_of(X)
-    if mapping is not None and X.size:
-        mapping.release(X)
-
-
 def take_rows(X: NDArray[Any], indices: NDArray[np.intp]) -> NDArray[Any]:
     """``X[indices]`` for sorted ``indices``, read a block at a time."""
     parts = []
