@@ -237,3 +237,24 @@ def test_a_single_chunk_is_split_over_the_threads_only_when_its_work_is_large(mo
     assert gaussian_pass._balanced_chunks(1000, 2000, work_per_row=4) == [slice(0, 500), slice(500, 1000)]
     # Never into chunks smaller than the least a product is efficient on.
     assert gaussian_pass._balanced_chunks(150, 2000, work_per_row=40) == [slice(0, 150)]
+
+
+def test_two_components_sums_by_complement_agree_with_direct_sums():
+    """The second of two components' sums, as the chunk's column sums less the first's, equal the direct sums to
+    the rounding of the column sums; a second component under 1/64 of the rows is summed directly."""
+    from service.em.gaussian_pass import _expanded_sums, _two_component_sums
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(3.0, 2.0, size=(4, 5000))
+    features = np.vstack([np.ones(5000), x, x**2])
+    column_sums = np.sum(features, axis=1)
+    for share in (0.5, 0.1, 0.02):
+        r1 = rng.uniform(0, 2 * share, 5000)
+        resp = np.vstack([1 - r1, r1])
+        direct, ours = _expanded_sums(resp, features), _two_component_sums(resp, features, column_sums)
+        np.testing.assert_array_equal(ours[0], direct[0])
+        scale = 64 * np.finfo(float).eps * np.sum(np.abs(features), axis=1)
+        assert np.all(np.abs(ours[1] - direct[1]) <= scale)
+    r1 = np.full(5000, 1e-3)  # 0.1% of the rows: summed directly, bit for bit
+    resp = np.vstack([1 - r1, r1])
+    np.testing.assert_array_equal(_two_component_sums(resp, features, column_sums), _expanded_sums(resp, features))
