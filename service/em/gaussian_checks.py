@@ -110,7 +110,9 @@ def check_spread_about(shift: FloatArray, column_min: FloatArray, column_max: Fl
 def column_variances(X: FloatArray, shift: FloatArray | None = None) -> FloatArray:
     """Each dimension's variance (about ``shift``, the mean by default), in blocks of rows: no n x d temporary."""
     n = len(X)
-    centre = column_extremes(X)[0] / n if shift is None else shift
+    centre = (
+        X.mean(axis=0) if shift is None else shift
+    )  # None: the in-memory working copy (a mapped X comes with its shift)
     total = np.zeros(X.shape[1])
     for _, block in row_blocks(X):
         total += np.sum(np.square(block - centre), axis=0)

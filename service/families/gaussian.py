@@ -128,7 +128,7 @@ _PATTERN_WORK = 2000
 
 def _missing_patterns(X: FloatArray) -> int:
     """An upper bound on the patterns of missing coordinates: incomplete rows + 1, and 2^d."""
-    if not _has_missing(X):
+    if not has_nan(X):
         return 0
     incomplete = int(np.count_nonzero(np.isnan(X).any(axis=1)))
     return int(min(incomplete + 1, 2 ** min(int(X.shape[1]), 40)))
@@ -163,10 +163,6 @@ def make_task(request: GaussianFitRequest, settings: Settings, default_time_limi
     )
 
 
-def _has_missing(X: FloatArray) -> bool:
-    return has_nan(X)
-
-
 def _check_missing(task: GaussianTask) -> None:
     """Points with missing coordinates: what the observed-data fit needs, and what it cannot yet do."""
     check_missing(task.X)
@@ -181,7 +177,7 @@ def _check_missing(task: GaussianTask) -> None:
 
 
 def check(task: GaussianTask) -> None:
-    if _has_missing(task.X):
+    if has_nan(task.X):
         _check_missing(task)
         # The remaining checks (options, distinct points, given starts) on the points with their gaps filled.
         filled = np.where(np.isnan(task.X), np.nanmean(task.X, axis=0), task.X)
@@ -200,7 +196,7 @@ def check(task: GaussianTask) -> None:
 
 def _model(task: GaussianTask) -> GaussianMixture | MissingGaussianMixture:
     """The plain mixture, or (points with null coordinates) the observed-data one; the same start either way."""
-    if _has_missing(task.X):  # checked in the API process (check); the model checks the points again itself
+    if has_nan(task.X):  # checked in the API process (check); the model checks the points again itself
         return MissingGaussianMixture(
             task.X, task.n_components, task.covariance_type, task.reg_covar, init_method=task.init_method,
             init_means=task.init_means, init_covariances=task.init_covariances, init_weights=task.init_weights,
@@ -372,7 +368,7 @@ def observations(request: ScoreRequest, model: GaussianModel, dataset: FloatArra
         raise InvalidParameterError("a gaussian model takes points or a dataset of points", "points")
     X = as_rows(points)
     field = "points" if request.points is not None else "dataset"
-    if _has_missing(X):
+    if has_nan(X):
         raise InvalidParameterError(
             "the points have missing values (NaN); predict and score need complete points (a fit's "
             "return_imputed fills the gaps under its model)",

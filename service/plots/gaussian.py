@@ -66,9 +66,8 @@ def picture_data(task: Any, solution: Any) -> dict[str, NDArray[Any]]:
     complete = np.flatnonzero(~np.isnan(X).any(axis=1)) if has_nan(X) else np.arange(n)
     picked = complete[subsample(complete.size)]
     points = np.asarray(take_rows(X, picked), dtype=np.float64)  # an uploaded dataset: read a block at a time
-    fitted_labels = getattr(solution, "labels", None)  # the fit's own, when it reported them
-    if fitted_labels is not None:
-        labels = fitted_labels[picked].astype(np.int16)
+    if solution.labels is not None:  # the fit's own, when it reported them
+        labels = solution.labels[picked].astype(np.int16)
     else:
         labels = np.argmax(solution.outcome.log_resp[picked], axis=1).astype(np.int16)
     data: dict[str, NDArray[Any]] = {"labels": labels, "n_total": np.asarray(complete.size)}

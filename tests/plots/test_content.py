@@ -172,7 +172,9 @@ def test_a_cloud_of_a_million_points_keeps_20000_for_its_picture_and_says_so():
     X = rng.normal(size=(1_000_000, 2))
     params = {"weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]], "covariances": [np.eye(2).tolist()] * 2}
     log_resp = np.log(np.where(X[:, :1] < 0, [[0.9, 0.1]], [[0.1, 0.9]]))
-    solution = SimpleNamespace(outcome=SimpleNamespace(log_resp=log_resp), params=params, covariance_type="full")
+    solution = SimpleNamespace(
+        outcome=SimpleNamespace(log_resp=log_resp), params=params, covariance_type="full", labels=None
+    )
     data = picture_data(SimpleNamespace(X=X), solution)
     assert data["points"].shape == (20_000, 2) and int(data["n_total"]) == 1_000_000
     np.testing.assert_array_equal(data["labels"], (data["points"][:, 0] >= 0).astype(np.int16))
