@@ -21,6 +21,7 @@ from service.families.limits import LimitExceeded, check_footprint, check_refit_
 from service.families.render import kept_model_json
 from service.jobs.manager import JobManager
 from service.jobs.models import Access, FitFailed, FollowUp, JobRecord, WorkItem, new_job_id
+from service.jobs.protocol import KeepAs
 from service.models.store import ModelRecord
 from service.plots.fitted import bundle
 from service.schemas.common import FitOptions
@@ -110,7 +111,8 @@ async def solve_inline(
     """Solve and render ``task`` (the family's result, unless ``render`` is given) on an idle worker's core, or
     here when none is free; its model is stored before this returns."""
     observer, fit_id = app.observer, new_job_id()
-    finished = await app.jobs.run_small_fit(fit_id, work_item(family, task, render))
+    finished = await app.jobs.run_small_fit(fit_id, work_item(family, task, render), KeepAs(access.tenant, family.kind))
+    model: bytes | None = None  # still to be stored, when set
     if finished is None:
         try:
             solution = family.solve(task, None)
@@ -120,14 +122,18 @@ async def solve_inline(
             observer.job_finished(family.kind, "failed")
             raise
         iterations = sum(restart.n_iter for restart in solution.outcome.restarts)
-    elif finished.status == "succeeded" and finished.result is not None and finished.model is not None:
-        result, model, iterations = finished.result, finished.model, finished.iterations
+    elif finished.status == "succeeded" and finished.result is not None and (finished.stored or finished.model):
+        result, iterations = finished.result, finished.iterations
+        model = None if finished.stored else finished.model  # the worker stored it (see SmallFitModels)
     else:
         observer.job_finished(family.kind, "failed")
+        if finished.refused is not None:  # the worker's store refused the model: 503/507, as here
+            raise finished.refused
         raise_error(finished.error or {"type": "internal_error", "message": "the fit failed unexpectedly"})
-    # A small write (parameters only), committed with the other fits' of this turn of the loop; a StorageError
-    # here is answered 503/507, as a job's would be.
-    await app.model_writes.put(ModelRecord(fit_id, access.tenant, family.kind, time.time(), None, model))
+    if model is not None:
+        # A small write (parameters only), committed with the other fits' of this turn of the loop; a StorageError
+        # here is answered 503/507, as a job's would be.
+        await app.model_writes.put(ModelRecord(fit_id, access.tenant, family.kind, time.time(), None, model))
     observer.iterations_run(family.kind, iterations)
     observer.job_finished(family.kind, "succeeded")
     return result

@@ -41,7 +41,9 @@ def open_backend(settings: Settings, observer: JobObserver) -> Backend:
         return _distributed(settings, observer)
     store = SQLiteJobStore(settings.data_dir)  # first: it locks the data directory for this process
     models = SQLiteModelStore(settings.data_dir, settings.max_models)
-    jobs = LocalJobManager(store, job_limits(settings), observer=observer, keep_model=keeper_of(models))
+    jobs = LocalJobManager(
+        store, job_limits(settings), observer=observer, keep_model=keeper_of(models), small_fit_models=models.file
+    )
     datasets = DatasetStore(settings.data_dir)
 
     def close() -> None:

@@ -10,10 +10,15 @@ moves it).
 A checkpoint that never blocks a writer (PASSIVE) copies the log up to where it stood when it began. SQLite
 starts the log over, at the next commit, only once a checkpoint has copied all of it; under commits that never
 pause none ever does, and the log grows with everything written (950 MB after a minute of small fits). So each
-round is two checkpoints: the first copies the bulk while commits go on; the second, holding the writer's lock,
-copies the few commits made meanwhile (and syncs the database file) so the log is caught up, and the next
-commit starts it over. The writer waits for that second one at most, once a round. A log that did grow (a
-reader holding an old snapshot through several rounds) is cut back to ``LOG_LIMIT_BYTES`` when it starts over.
+round is two checkpoints: the first copies the bulk while commits go on; the second (FULL) holds SQLite's write
+lock, which every process writing the file takes (the model store's is written by the fit workers too), while
+it copies the few commits made meanwhile and syncs the database file, so the log is caught up and the next
+commit starts it over. Writers wait for that second one at most, once a round; it waits for them (and for
+readers of an older snapshot) at most ``WAIT_FOR_WRITERS_S``, and otherwise tries again next round (this
+process's own writers wait on ``writer_lock`` meanwhile, rather than in SQLite's busy loop). A writer that
+never paused between commits could keep it waiting; the stores' writers pause (a turn of the event loop, a
+worker's next fits). A log that did grow (a reader holding an old snapshot through several rounds) is cut back
+to ``LOG_LIMIT_BYTES`` when it starts over.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 1.0
 LOG_LIMIT_BYTES = 16 * 1024 * 1024
+WAIT_FOR_WRITERS_S = 0.05
 
 
 class BackgroundCheckpoints:
@@ -53,7 +59,7 @@ class BackgroundCheckpoints:
         self._thread.start()
 
     def _run(self) -> None:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=WAIT_FOR_WRITERS_S, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA synchronous=NORMAL")  # as the writers: the log synced before, the file after
         try:
             while not self._stop.wait(self.every_s):
@@ -63,10 +69,10 @@ class BackgroundCheckpoints:
 
     def checkpoint(self, db: sqlite3.Connection) -> None:
         try:
-            _copy_back(db)
+            _copy_back(db, "PASSIVE")
             # Always: what the first one reports is the log as it stood when it began, not the commits made since.
             with self._writer_lock:
-                _copy_back(db)
+                _copy_back(db, "FULL")
             self.checkpoints += 1
         except sqlite3.Error as exc:  # a full or failing disk: the writers see it too, and answer 503/507
             logger.warning("checkpoint of %s failed: %s", self.path.name, exc)
@@ -76,5 +82,5 @@ class BackgroundCheckpoints:
         self._thread.join()
 
 
-def _copy_back(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+def _copy_back(db: sqlite3.Connection, mode: str) -> None:
+    db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()

@@ -38,8 +38,9 @@ from service.jobs.models import (
     new_job_id,
 )
 from service.jobs.pool import WorkerPool, describe_exit
-from service.jobs.protocol import Died, Finished, IterationEvent, PoolMessage, Progress, SmallFitAnswer, Started
+from service.jobs.protocol import Died, Finished, IterationEvent, KeepAs, PoolMessage, Progress, SmallFitAnswer, Started
 from service.jobs.store import JobFilter, JobStore
+from service.models.store import SQLiteModelFile
 
 logger = logging.getLogger("service.jobs")
 
@@ -90,9 +91,10 @@ class JobManager(Protocol):
         ephemeral: bool = False,
     ) -> JobRecord: ...
     async def wait(self, job_id: str) -> JobRecord: ...
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
+    async def run_small_fit(self, fit_id: str, item: WorkItem, keep_as: KeepAs | None = None) -> SmallFitAnswer | None:
         """A small synchronous fit solved off the event loop, if a worker here is free for it; None: solve it
-        yourself. Not a job: nothing is stored or followed, and its model is the caller's to keep."""
+        yourself. Not a job: nothing is followed, and no job is stored. Its model is stored as ``keep_as`` by
+        the worker when the answer says ``stored``; otherwise it is the caller's to keep."""
         ...
 
     async def get(self, job_id: str, access: Access = EVERYONE) -> JobRecord: ...
@@ -172,11 +174,13 @@ class LocalJobManager:
         limits: JobLimits,
         observer: JobObserver | None = None,
         keep_model: KeepModel | None = None,
+        small_fit_models: SQLiteModelFile | None = None,
     ) -> None:
+        """``small_fit_models``: where the workers keep small synchronous fits' models (see ``run_small_fit``)."""
         self.store, self.limits = store, limits
         self.keep_model = keep_model
         self.observer: JobObserver = observer or _Unobserved()
-        self.pool = WorkerPool(limits.workers, self._on_message, limits.worker_memory_bytes)
+        self.pool = WorkerPool(limits.workers, self._on_message, limits.worker_memory_bytes, small_fit_models)
         self._active: dict[str, _ActiveJob] = {}
         self._pending: deque[str] = deque()
         self._ready = False
@@ -205,8 +209,8 @@ class LocalJobManager:
     async def picture(self, job_id: str) -> bytes | None:
         return await anyio.to_thread.run_sync(self.store.picture, job_id)
 
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
-        return await self.pool.run_small_fit(fit_id, item) if self._ready else None
+    async def run_small_fit(self, fit_id: str, item: WorkItem, keep_as: KeepAs | None = None) -> SmallFitAnswer | None:
+        return await self.pool.run_small_fit(fit_id, item, keep_as) if self._ready else None
 
     def store_size_bytes(self) -> int:
         """The store's size as last measured (by the watchdog): cheap enough for every metrics scrape."""

@@ -160,7 +160,8 @@ class QueueFull(JobError):
 
 
 class StorageError(JobError):
-    """The store could not take a write; ``error_type`` is what a job that hit it reports."""
+    """The store could not take a write; ``error_type`` is what a job that hit it reports. Pickles (a worker that
+    writes a small fit's model reports its store's refusal this way)."""
 
     error_type = "storage"
 
@@ -170,7 +171,11 @@ class StorageFull(StorageError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"the job store is full ({detail}); retry later")
+        self.detail = detail
         self.retry_after_s = 30
+
+    def __reduce__(self) -> tuple[type[StorageFull], tuple[str]]:
+        return (type(self), (self.detail,))
 
 
 class ResultTooLarge(StorageError):
@@ -181,6 +186,10 @@ class ResultTooLarge(StorageError):
             f"the result is too large to store ({detail}); ask for less (return_responsibilities false, "
             "trace 'loglik' or 'none') or fit fewer points"
         )
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ResultTooLarge], tuple[str]]:
+        return (type(self), (self.detail,))
 
 
 class FitFailed(JobError):

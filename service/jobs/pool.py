@@ -27,6 +27,7 @@ from service.jobs.protocol import (
     Assignment,
     Died,
     Finished,
+    KeepAs,
     PoolMessage,
     SmallFit,
     SmallFitAnswer,
@@ -35,6 +36,7 @@ from service.jobs.protocol import (
     batch_of,
 )
 from service.jobs.worker import worker_main
+from service.models.store import SQLiteModelFile
 
 logger = logging.getLogger("service.jobs.pool")
 
@@ -103,10 +105,17 @@ def _context() -> multiprocessing.context.ForkServerContext:
 
 class WorkerPool:
     def __init__(
-        self, size: int, on_message: Callable[[PoolMessage], None], memory_limit_bytes: int | None = None
+        self,
+        size: int,
+        on_message: Callable[[PoolMessage], None],
+        memory_limit_bytes: int | None = None,
+        model_file: SQLiteModelFile | None = None,
     ) -> None:
+        """``model_file``: where the workers keep the models of the small fits they solve (see
+        :class:`~service.jobs.worker.SmallFitModels`); without it, a small fit's model comes back in its answer."""
         self.size = size
         self.memory_limit_bytes = memory_limit_bytes
+        self.model_file = model_file
         self._on_message = on_message
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()  # guards the list the reader thread walks, and _retired
@@ -179,7 +188,7 @@ class WorkerPool:
         else:  # a large task blocks until the worker has read it: off the event loop
             self._loop.run_in_executor(None, self._send, worker, message)
 
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
+    async def run_small_fit(self, fit_id: str, item: WorkItem, keep_as: KeepAs | None = None) -> SmallFitAnswer | None:
         """Solve a small synchronous fit on a worker that runs no job: its answer, or None when no worker is free
         for it (every one runs a job, or enough fits wait already), and the caller should solve it itself.
 
@@ -193,7 +202,7 @@ class WorkerPool:
         waiting_room = _SMALL_FITS_WAITING_PER_WORKER * self.size
         if worker is None and not (any(w.free_for_jobs for w in self._workers) and len(self._waiting) < waiting_room):
             return None
-        message = SmallFit(fit_id, item).to_bytes()
+        message = SmallFit(fit_id, item, keep_as).to_bytes()
         if len(message) > _INLINE_SEND_MAX:  # a larger item could block the loop's write
             return None
         answer: asyncio.Future[SmallFitAnswer | None] = self._loop.create_future()
@@ -228,7 +237,7 @@ class WorkerPool:
         cancel_seq = self._context.RawValue("q", -1)
         process = self._context.Process(
             target=worker_main,
-            args=(child_conn, cancel_seq, self.memory_limit_bytes, small_child),
+            args=(child_conn, cancel_seq, self.memory_limit_bytes, small_child, self.model_file),
             name="em-worker",
             daemon=True,
         )

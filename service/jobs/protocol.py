@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from service.jobs import wire
-from service.jobs.models import JobStatus, Replay, WorkItem
+from service.jobs.models import JobStatus, Replay, StorageError, WorkItem
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,13 @@ class Assignment:
     job_id: str
     seq: int
     item: WorkItem
+
+
+class KeepAs(NamedTuple):
+    """Whose model a small fit makes, and of which family: what its stored record says besides the model."""
+
+    owner: str | None
+    kind: str
 
 
 class SmallFit(NamedTuple):
@@ -38,20 +45,25 @@ class SmallFit(NamedTuple):
 
     fit_id: str
     item: WorkItem
+    keep_as: KeepAs | None = None  # the worker stores the fit's model as this, if it has the model store
 
     def to_bytes(self) -> bytes:
         item = self.item
         assert item.picture is None  # nobody draws a small fit's pictures
         packed = wire.packable(item.task)
         task = wire.pack(item.task) if packed else item.task
-        message = (self.fit_id, item.solve, packed, task, item.render, item.time_limit_s, item.keep, item.fit)
+        message = (
+            self.fit_id, item.solve, packed, task, item.render, item.time_limit_s, item.keep, item.fit,
+            None if self.keep_as is None else tuple(self.keep_as),
+        )  # fmt: skip
         return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SmallFit:
-        fit_id, solve, packed, task, render, time_limit_s, keep, fit = pickle.loads(data)
+        fit_id, solve, packed, task, render, time_limit_s, keep, fit, keep_as = pickle.loads(data)
         task = wire.unpack(task) if packed else task
-        return cls(fit_id, WorkItem(solve, task, render, time_limit_s, keep, None, fit))
+        item = WorkItem(solve, task, render, time_limit_s, keep, None, fit)
+        return cls(fit_id, item, None if keep_as is None else KeepAs(*keep_as))
 
 
 def batch_of(fits: Sequence[bytes]) -> bytes:
@@ -64,7 +76,11 @@ def fits_in(batch: bytes) -> list[SmallFit]:
 
 
 class SmallFitAnswer(NamedTuple):
-    """Worker to parent: how a :class:`SmallFit` ended (``iterations``: every start's, for the metrics)."""
+    """Worker to parent: how a :class:`SmallFit` ended (``iterations``: every start's, for the metrics).
+
+    A worker with the model store keeps a succeeded fit's model itself (``stored``, and ``model`` is not sent
+    back); ``refused`` is the store's refusal of it, and the fit has failed.
+    """
 
     status: JobStatus
     result: bytes | None = None
@@ -72,6 +88,8 @@ class SmallFitAnswer(NamedTuple):
     model: bytes | None = None
     iterations: int = 0
     worker_exits: bool = False
+    stored: bool = False
+    refused: StorageError | None = None
 
     @classmethod
     def of(cls, finished: Finished) -> SmallFitAnswer:

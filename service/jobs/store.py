@@ -54,19 +54,30 @@ class JobStore(Protocol):
 
 
 def execute(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], what: str) -> sqlite3.Cursor:
-    """``db.execute``, with SQLite's refusals as the service's storage errors (507 when the disk is full, 503
-    when the file cannot be written, a result too large for a row)."""
+    """``db.execute``, with SQLite's refusals as the service's storage errors (see :func:`refusal`)."""
     try:
         return db.execute(sql, params)
-    except sqlite3.DataError as exc:  # a value over SQLite's limits
-        raise ResultTooLarge(str(exc)) from exc
-    except sqlite3.OperationalError as exc:
+    except sqlite3.Error as exc:
+        mapped = refusal(exc, what)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def refusal(exc: sqlite3.Error, what: str) -> Exception:
+    """SQLite's refusal of a write as the service's storage error: 507 when the disk is full, 503 when the file
+    cannot be written, a result too large for a row; ``exc`` itself for anything else."""
+    if isinstance(exc, sqlite3.DataError):  # a value over SQLite's limits
+        return ResultTooLarge(str(exc))
+    if isinstance(exc, sqlite3.OperationalError):
         primary = exc.sqlite_errorcode & 0xFF  # extended codes (SQLITE_IOERR_WRITE, ...) carry it
         if primary == sqlite3.SQLITE_FULL:
-            raise StorageFull(str(exc)) from exc
+            return StorageFull(str(exc))
         if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
-            raise StorageError(f"{what} cannot be written ({exc})") from exc
-        raise
+            return StorageError(f"{what} cannot be written ({exc})")
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # another process held it past the wait
+            return StorageError(f"{what} is busy ({exc}); retry later")
+    return exc
 
 
 def newest_first(

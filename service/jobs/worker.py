@@ -17,18 +17,20 @@ from typing import Any
 
 from service.em.errors import EMError
 from service.em.loop import Hooks
-from service.jobs.models import Replay, WorkItem
+from service.jobs.models import Replay, StorageError, WorkItem
 from service.jobs.protocol import (
     Assignment,
     Finished,
     IterationEvent,
     Progress,
+    SmallFit,
     SmallFitAnswer,
     Started,
     answers_to_bytes,
     fits_in,
 )
 from service.jobs.traces import StartTraces
+from service.models.store import ModelRecord, SQLiteModelFile, SQLiteModelStore
 
 logger = logging.getLogger("service.jobs.worker")
 
@@ -90,9 +92,61 @@ class _Unfollowed(RunHooks):
         pass
 
 
-def run_small_fits(conn: Connection, batch: bytes) -> None:
-    """Solve a batch of small fits in turn and answer them together."""
-    answers = [SmallFitAnswer.of(execute(fit.fit_id, fit.item, _Unfollowed())) for fit in fits_in(batch)]
+class SmallFitModels:
+    """A worker's own connection to the model store, opened at the first model it keeps.
+
+    A synchronous fit answers only once its model is stored. The worker that solved it stores it, a batch's
+    models in one transaction: on the event loop that write (and the wait for it) cost a small fit's request
+    ~100 us of the API process's one core, the service's bottleneck under load, while the workers' cores had
+    time to spare.
+    """
+
+    def __init__(self, file: SQLiteModelFile) -> None:
+        self.file = file
+        self.store: SQLiteModelStore | None = None
+
+    def keep(self, fits: list[SmallFit], answers: list[SmallFitAnswer]) -> list[SmallFitAnswer]:
+        """``answers`` with the models of the succeeded fits stored (``stored``), or all refused (``refused``)."""
+        kept = [
+            i for i, (fit, answer) in enumerate(zip(fits, answers, strict=True))
+            if fit.keep_as is not None and answer.status == "succeeded" and answer.model is not None
+        ]  # fmt: skip
+        if not kept:
+            return answers
+        now = time.time()
+        records = []
+        for i in kept:
+            keep_as, model = fits[i].keep_as, answers[i].model
+            assert keep_as is not None and model is not None
+            records.append(ModelRecord(fits[i].fit_id, keep_as.owner, keep_as.kind, now, None, model))
+        refused = self._put(records)
+        answers = list(answers)
+        for i in kept:
+            if refused is None:
+                answers[i] = answers[i]._replace(model=None, stored=True)
+            else:
+                answers[i] = SmallFitAnswer("failed", refused=refused, iterations=answers[i].iterations)
+        return answers
+
+    def _put(self, records: list[ModelRecord]) -> StorageError | None:
+        try:
+            if self.store is None:
+                self.store = self.file.open()
+            self.store.put_many(records)
+        except StorageError as exc:
+            return exc
+        except Exception as exc:  # SQLite's other errors (its write lock held past the wait): the store is busy
+            logger.exception("keeping %d small fits' models failed", len(records))
+            return StorageError(f"the model store cannot be written ({exc}); retry later")
+        return None
+
+
+def run_small_fits(conn: Connection, batch: bytes, models: SmallFitModels | None = None) -> None:
+    """Solve a batch of small fits in turn, keep their models (if this worker has the store), answer together."""
+    fits = fits_in(batch)
+    answers = [SmallFitAnswer.of(execute(fit.fit_id, fit.item, _Unfollowed())) for fit in fits]
+    if models is not None:
+        answers = models.keep(fits, answers)
     conn.send_bytes(answers_to_bytes(answers))
     if any(answer.worker_exits for answer in answers):
         raise MemoryError  # as after a job: the worker exits and is replaced
@@ -160,10 +214,14 @@ def limit_memory(limit_bytes: int | None) -> None:
 
 
 def worker_main(
-    conn: Connection, cancel_seq: Any, memory_limit_bytes: int | None = None, small_fits: Connection | None = None
+    conn: Connection,
+    cancel_seq: Any,
+    memory_limit_bytes: int | None = None,
+    small_fits: Connection | None = None,
+    model_file: SQLiteModelFile | None = None,
 ) -> None:
     """Jobs arrive on ``conn``; small synchronous fits on ``small_fits``, served first (they take microseconds,
-    and their callers wait)."""
+    and their callers wait), their models kept in ``model_file`` when given."""
     # Ctrl-C reaches the whole process group; the parent decides what happens to running jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_memory(memory_limit_bytes)
@@ -172,13 +230,14 @@ def worker_main(
     os.nice(_WORKER_NICENESS)
     # One selector for the worker's life: multiprocessing's wait() builds one per call.
     selector = selectors.DefaultSelector()
+    models = None if model_file is None else SmallFitModels(model_file)
     selector.register(conn, selectors.EVENT_READ)
     if small_fits is not None:
         selector.register(small_fits, selectors.EVENT_READ)
     while True:
         try:
             if small_fits is not None and any(key.fileobj is small_fits for key, _ in selector.select()):
-                run_small_fits(small_fits, small_fits.recv_bytes())
+                run_small_fits(small_fits, small_fits.recv_bytes(), models)
                 continue
             message = conn.recv()
         except (EOFError, OSError, MemoryError):

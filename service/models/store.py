@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from service.jobs.checkpoints import BackgroundCheckpoints
+from service.jobs.checkpoints import LOG_LIMIT_BYTES, BackgroundCheckpoints
 from service.jobs.models import Access
-from service.jobs.store import execute, newest_first
+from service.jobs.store import execute, newest_first, refusal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -84,11 +84,29 @@ class ModelStore(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SQLiteModelFile:
+    """The model store as another process opens it to add models (a fit worker keeping a small fit's)."""
+
+    data_dir: Path
+    max_per_owner: int
+
+    def open(self) -> SQLiteModelStore:
+        return SQLiteModelStore(self.data_dir, self.max_per_owner, checkpoints=False)
+
+
 class SQLiteModelStore:
-    def __init__(self, data_dir: Path, max_per_owner: int) -> None:
+    """The model store's SQLite file. Several processes may write it (the API process, and the fit workers that
+    keep small fits' models): each write is a short transaction that takes SQLite's write lock when it begins,
+    and waits for it (up to Python's default 5 s) while another process holds it."""
+
+    def __init__(self, data_dir: Path, max_per_owner: int, *, checkpoints: bool = True) -> None:
+        """``checkpoints``: this process checkpoints the log (the API process's store does); a worker's
+        connection leaves them to it."""
         directory = data_dir / "models"
         directory.mkdir(parents=True, exist_ok=True)
         self.max_per_owner = max_per_owner
+        self.file = SQLiteModelFile(data_dir, max_per_owner)
         path = directory / "models.sqlite3"
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -96,7 +114,14 @@ class SQLiteModelStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._db.executescript(_SCHEMA)
         self._mutex = threading.Lock()  # written from the event loop and from the job manager's threads
-        self._checkpoints = BackgroundCheckpoints(path, self._db, self._mutex)  # commits run on the event loop
+        self._checkpoints: BackgroundCheckpoints | None = None
+        if checkpoints:
+            self._checkpoints = BackgroundCheckpoints(path, self._db, self._mutex)
+        else:
+            # As BackgroundCheckpoints sets the API process's connection: the checkpoints are its, and whichever
+            # connection starts the log over cuts it back.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA journal_size_limit={LOG_LIMIT_BYTES}")
         self._writes = 0
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
@@ -104,7 +129,8 @@ class SQLiteModelStore:
             return execute(self._db, sql, params, "the model store")
 
     def close(self) -> None:
-        self._checkpoints.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self._db.close()
 
     def put(self, record: ModelRecord) -> None:
@@ -115,10 +141,16 @@ class SQLiteModelStore:
         """Keep ``records`` in one transaction: all or none (a commit costs more than the rows it writes)."""
         rows = [(r.id, r.owner, r.kind, r.created_at, r.job_id, r.body, r.created_at) for r in records]
         with self._mutex:
-            execute(self._db, "BEGIN", (), "the model store")
+            execute(self._db, "BEGIN IMMEDIATE", (), "the model store")  # the write lock now, or wait for it
             try:
                 self._db.executemany(f"INSERT INTO models ({_COLUMNS}, used_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                execute(self._db, "COMMIT", (), "the model store")
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                mapped = refusal(exc, "the model store")
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             except BaseException:
                 self._db.rollback()
                 raise

@@ -74,13 +74,35 @@ def test_a_fit_on_a_worker_and_a_job_keep_their_models(tmp_path):
         assert model["job_id"] == job["id"] and model["params"] == done["result"]["params"]
 
 
-def test_a_model_that_cannot_be_stored_fails_the_fit(client, monkeypatch):
+def test_a_model_that_cannot_be_stored_here_fails_the_fit(client, monkeypatch):
     def refuse(self, records):
         raise StorageFull("database or disk is full")
 
+    # No worker free for the small fit: it is solved, and its model stored, in the API process.
+    monkeypatch.setattr(type(client.app.state.services.jobs), "run_small_fit", _no_worker_free)
     monkeypatch.setattr(type(client.app.state.services.models), "put_many", refuse)  # SQLite's or PostgreSQL's
     response = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
     assert response.status_code == 507 and "full" in response.json()["detail"]
+
+
+async def _no_worker_free(self, fit_id, item, keep_as=None):
+    return None
+
+
+def test_a_model_its_worker_cannot_store_fails_the_fit_and_nothing_is_kept(tmp_path):
+    # A small fit's worker stores its model itself, through its own connection to the store's file: a refusal
+    # there (a trigger stands in for a failing disk) is the fit's failure, answered 503, as it is in the API process.
+    with TestClient(create_app(Settings(data_dir=tmp_path)), raise_server_exceptions=False) as client:
+        models = client.app.state.services.models
+        assert client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU}).status_code == 200
+        models._execute("CREATE TRIGGER refuse BEFORE INSERT ON models BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        response = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
+        # (Were it stored in this process, the trigger's error, which is not a storage refusal, would be a 500.)
+        assert response.status_code == 503 and "model store" in response.json()["detail"]
+        assert models.count() == 1
+        models._execute("DROP TRIGGER refuse")
+        kept = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU}).json()["model_id"]
+        assert client.get(f"/v1/models/{kept}").status_code == 200 and models.count() == 2
 
 
 # --- reading, listing, deleting ---

@@ -4,6 +4,8 @@ worker's death answered (and the worker replaced), and back to the caller whenev
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -17,7 +19,11 @@ from service.families import coins
 from service.families.coins import CoinTask
 from service.families.render import kept_model_json
 from service.jobs.manager import JobLimits, LocalJobManager
+from service.jobs.models import EVERYONE, ResultTooLarge, StorageError, StorageFull
+from service.jobs.protocol import KeepAs, SmallFit, answers_in, batch_of
 from service.jobs.store import SQLiteJobStore
+from service.jobs.worker import SmallFitModels, run_small_fits
+from service.models.store import SQLiteModelStore
 
 HEADS = np.array([5.0, 9.0, 8.0, 4.0, 7.0])  # Do & Batzoglou's five experiments of ten flips
 BIASES = np.array([0.6, 0.5])
@@ -156,3 +162,71 @@ def test_many_concurrent_small_fits_each_get_their_own_answer(tmp_path, workers)
     for i, answer in solved:
         result = orjson.loads(answer.result)
         assert answer.status == "succeeded" and result["job_id"] == f"fit-{i}" and result["n_iter"] == 5 + i
+
+
+def test_a_worker_with_the_model_store_keeps_the_models_of_a_batch_and_sends_none_back(tmp_path):
+    models = SQLiteModelStore(tmp_path, max_per_owner=100)
+
+    async def scenario():
+        manager = LocalJobManager(
+            SQLiteJobStore(tmp_path),
+            JobLimits(workers=1, queue_size=8, retention_s=3600),
+            small_fit_models=models.file,
+        )
+        await manager.start()
+        try:
+            # Three at once on one worker: the first alone, the two that waited for it as one batch.
+            return await asyncio.gather(
+                *(
+                    manager.run_small_fit(f"fit-{i}", work_item(coins.FAMILY, _task()), KeepAs(f"tenant-{i}", "coins"))
+                    for i in range(3)
+                ),
+                manager.run_small_fit("fit-unkept", work_item(coins.FAMILY, _task())),  # nobody said whose
+            )
+        finally:
+            await manager.stop()
+
+    try:
+        *kept, unkept = asyncio.run(scenario())
+        expected = kept_model_json(coins.FAMILY.keep, coins.FAMILY.solve(_task(), None))
+        for i, answer in enumerate(kept):
+            assert answer is not None and answer.status == "succeeded" and answer.stored and answer.model is None
+            record = models.get(f"fit-{i}", EVERYONE)
+            assert record is not None and (record.owner, record.kind, record.job_id) == (f"tenant-{i}", "coins", None)
+            assert record.body == expected
+        assert unkept is not None and not unkept.stored and unkept.model == expected
+        assert models.get("fit-unkept", EVERYONE) is None
+    finally:
+        models.close()
+
+
+class _RefusingFile:
+    def __init__(self, refusal: Exception) -> None:
+        self.refusal = refusal
+
+    def open(self):
+        return self
+
+    def put_many(self, records):
+        raise self.refusal
+
+
+@pytest.mark.parametrize(
+    ("refusal", "expected"),
+    [
+        (StorageFull("database or disk is full"), StorageFull),
+        (ResultTooLarge("string or blob too big"), ResultTooLarge),
+        (sqlite3.OperationalError("database is locked"), StorageError),  # unmapped: the store is unavailable
+    ],
+)
+def test_a_refused_model_fails_every_fit_of_its_batch_and_crosses_the_pipe_as_the_same_error(refusal, expected):
+    fits = [SmallFit(f"fit-{i}", work_item(coins.FAMILY, _task()), KeepAs("tenant", "coins")) for i in range(2)]
+    parent, child = multiprocessing.Pipe()
+    run_small_fits(child, batch_of([fit.to_bytes() for fit in fits]), SmallFitModels(_RefusingFile(refusal)))
+    answers = answers_in(parent.recv_bytes())
+    assert len(answers) == 2
+    for answer in answers:
+        assert answer.status == "failed" and not answer.stored and answer.result is None
+        assert type(answer.refused) is expected and refusal.args[0] in str(answer.refused)
+        if expected is not StorageError:  # the same message, built once: not wrapped again by the round trip
+            assert str(answer.refused) == str(refusal)

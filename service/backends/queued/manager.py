@@ -60,7 +60,7 @@ from service.jobs.models import (
 from service.jobs.models import (
     JobStatus as Status,
 )
-from service.jobs.protocol import SmallFitAnswer
+from service.jobs.protocol import KeepAs, SmallFitAnswer
 from service.jobs.store import JobFilter, JobStore
 
 logger = logging.getLogger("service.jobs")
@@ -264,7 +264,7 @@ class DistributedJobManager:
         self._coordinate(record, ephemeral, run, parts)
         return record
 
-    async def run_small_fit(self, fit_id: str, item: WorkItem) -> SmallFitAnswer | None:
+    async def run_small_fit(self, fit_id: str, item: WorkItem, keep_as: KeepAs | None = None) -> SmallFitAnswer | None:
         return None  # the workers are other machines' processes: a queue round trip costs more than the fit
 
     async def wait(self, job_id: str) -> JobRecord:
