@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any, NoReturn
 
 import anyio
@@ -57,13 +57,20 @@ async def prepare(
     return task
 
 
+@cache
+def model_json_of(keep: Callable[[Any], Any]) -> Callable[[Any], bytes]:
+    """The kept model's JSON of a solution, by a family's ``keep``: one callable per family, made once (a small
+    fit's message pickles the same callables each time only once: see protocol.SmallFit)."""
+    return partial(kept_model_json, keep)
+
+
 def work_item(
     family: Family[Any, Any, Any], task: FitTask, render: Render | None = None, pictures: bool = False
 ) -> WorkItem:
     """What a worker runs for ``task``: solve, render (the family's result, unless ``render`` is given), keep;
     with ``pictures`` (a stored job), also bundle what the job's pictures need."""
     assert task.options.time_limit_s is not None
-    keep = partial(kept_model_json, family.keep)
+    keep = model_json_of(family.keep)
     picture = partial(bundle, family.plot_data) if pictures and family.plot is not None else None
     return WorkItem(family.solve, task, render or family.render, task.options.time_limit_s, keep, picture)
 

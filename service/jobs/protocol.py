@@ -6,10 +6,11 @@ crosses as plain tuples (see :class:`SmallFit`).
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from service.jobs import wire
 from service.jobs.models import JobStatus, Replay, StorageError, WorkItem
@@ -52,18 +53,33 @@ class SmallFit(NamedTuple):
         assert item.picture is None  # nobody draws a small fit's pictures
         packed = wire.packable(item.task)
         task = wire.pack(item.task) if packed else item.task
-        message = (
-            self.fit_id, item.solve, packed, task, item.render, item.time_limit_s, item.keep, item.fit,
-            None if self.keep_as is None else tuple(self.keep_as),
-        )  # fmt: skip
+        calls = _pickled_calls(item.solve, item.render, item.keep, item.fit)
+        keep_as = None if self.keep_as is None else tuple(self.keep_as)
+        message = (self.fit_id, calls, packed, task, item.time_limit_s, keep_as)
         return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SmallFit:
-        fit_id, solve, packed, task, render, time_limit_s, keep, fit, keep_as = pickle.loads(data)
+        fit_id, calls, packed, task, time_limit_s, keep_as = pickle.loads(data)
+        solve, render, keep, fit = _unpickled_calls(calls)
         task = wire.unpack(task) if packed else task
         item = WorkItem(solve, task, render, time_limit_s, keep, None, fit)
         return cls(fit_id, item, None if keep_as is None else KeepAs(*keep_as))
+
+
+# What a small fit's item calls is one of a few module-level functions (a family's solve, render and keep): pickled
+# by reference, each costs microseconds of the event loop per fit, to say the same thing every time. So each
+# combination is pickled once, and unpickled once per worker. (Bounded: a caller making new callables per fit
+# would only miss the cache.)
+@functools.lru_cache(maxsize=64)
+def _pickled_calls(solve: Any, render: Any, keep: Any, fit: bool) -> bytes:
+    return pickle.dumps((solve, render, keep, fit), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@functools.lru_cache(maxsize=64)
+def _unpickled_calls(calls: bytes) -> tuple[Any, Any, Any, bool]:
+    solve, render, keep, fit = pickle.loads(calls)
+    return solve, render, keep, fit
 
 
 def batch_of(fits: Sequence[bytes]) -> bytes:
