@@ -135,7 +135,7 @@ class SmallFitModels:
             self.store.put_many(records)
         except StorageError as exc:
             return exc
-        except Exception as exc:  # SQLite's other errors (its write lock held past the wait): the store is busy
+        except Exception as exc:  # anything else SQLite says (a constraint, a damaged file): logged, and a 503
             logger.exception("keeping %d small fits' models failed", len(records))
             return StorageError(f"the model store cannot be written ({exc}); retry later")
         return None
