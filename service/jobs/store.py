@@ -10,7 +10,8 @@ import fcntl
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,17 +55,24 @@ class JobStore(Protocol):
 
 
 def execute(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], what: str) -> sqlite3.Cursor:
-    """``db.execute``, with SQLite's refusals as the service's storage errors (see :func:`refusal`)."""
-    try:
+    """``db.execute``, with SQLite's refusals as the service's storage errors (see :func:`storage_errors`)."""
+    with storage_errors(what):
         return db.execute(sql, params)
+
+
+@contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """SQLite's refusals of a write to ``what``, raised as the service's storage errors; other errors as they are."""
+    try:
+        yield
     except sqlite3.Error as exc:
-        mapped = refusal(exc, what)
+        mapped = _refusal(exc, what)
         if mapped is exc:
             raise
         raise mapped from exc
 
 
-def refusal(exc: sqlite3.Error, what: str) -> Exception:
+def _refusal(exc: sqlite3.Error, what: str) -> Exception:
     """SQLite's refusal of a write as the service's storage error: 507 when the disk is full, 503 when the file
     cannot be written, a result too large for a row; ``exc`` itself for anything else."""
     if isinstance(exc, sqlite3.DataError):  # a value over SQLite's limits

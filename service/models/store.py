@@ -22,7 +22,7 @@ import orjson
 
 from service.jobs.checkpoints import LOG_LIMIT_BYTES, BackgroundCheckpoints
 from service.jobs.models import Access
-from service.jobs.store import execute, newest_first, refusal
+from service.jobs.store import execute, newest_first, storage_errors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -140,17 +140,11 @@ class SQLiteModelStore:
     def put_many(self, records: list[ModelRecord]) -> None:
         """Keep ``records`` in one transaction: all or none (a commit costs more than the rows it writes)."""
         rows = [(r.id, r.owner, r.kind, r.created_at, r.job_id, r.body, r.created_at) for r in records]
-        with self._mutex:
-            execute(self._db, "BEGIN IMMEDIATE", (), "the model store")  # the write lock now, or wait for it
+        with self._mutex, storage_errors("the model store"):
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock now, or wait for it
             try:
                 self._db.executemany(f"INSERT INTO models ({_COLUMNS}, used_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.rollback()
-                mapped = refusal(exc, "the model store")
-                if mapped is exc:
-                    raise
-                raise mapped from exc
             except BaseException:
                 self._db.rollback()
                 raise
