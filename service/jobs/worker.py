@@ -107,18 +107,14 @@ class SmallFitModels:
 
     def keep(self, fits: list[SmallFit], answers: list[SmallFitAnswer]) -> list[SmallFitAnswer]:
         """``answers`` with the models of the succeeded fits stored (``stored``), or all refused (``refused``)."""
-        kept = [
-            i for i, (fit, answer) in enumerate(zip(fits, answers, strict=True))
-            if fit.keep_as is not None and answer.status == "succeeded" and answer.model is not None
-        ]  # fmt: skip
+        now = time.time()
+        kept, records = [], []
+        for i, (fit, answer) in enumerate(zip(fits, answers, strict=True)):
+            if fit.keep_as is not None and answer.status == "succeeded" and answer.model is not None:
+                kept.append(i)
+                records.append(ModelRecord(fit.fit_id, fit.keep_as.owner, fit.keep_as.kind, now, None, answer.model))
         if not kept:
             return answers
-        now = time.time()
-        records = []
-        for i in kept:
-            keep_as, model = fits[i].keep_as, answers[i].model
-            assert keep_as is not None and model is not None
-            records.append(ModelRecord(fits[i].fit_id, keep_as.owner, keep_as.kind, now, None, model))
         refused = self._put(records)
         answers = list(answers)
         for i in kept:
