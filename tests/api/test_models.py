@@ -15,7 +15,7 @@ from service.jobs.models import StorageFull
 from service.main import create_app
 from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
-from tests.jobs.helpers import wait_until
+from tests.jobs.helpers import no_worker_free, wait_until
 from tests.live_server import live_server
 
 RNG = np.random.default_rng(11)
@@ -79,14 +79,10 @@ def test_a_model_that_cannot_be_stored_here_fails_the_fit(client, monkeypatch):
         raise StorageFull("database or disk is full")
 
     # No worker free for the small fit: it is solved, and its model stored, in the API process.
-    monkeypatch.setattr(type(client.app.state.services.jobs), "run_small_fit", _no_worker_free)
+    monkeypatch.setattr(client.app.state.services.jobs, "run_small_fit", no_worker_free)
     monkeypatch.setattr(type(client.app.state.services.models), "put_many", refuse)  # SQLite's or PostgreSQL's
     response = client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU})
     assert response.status_code == 507 and "full" in response.json()["detail"]
-
-
-async def _no_worker_free(self, fit_id, item, keep_as=None):
-    return None
 
 
 def test_a_model_its_worker_cannot_store_fails_the_fit_and_nothing_is_kept(tmp_path):

@@ -14,6 +14,7 @@ from service.main import create_app
 from service.models.store import GroupCommit
 from service.settings import Settings
 from tests.conftest import DO_BATZOGLOU
+from tests.jobs.helpers import no_worker_free
 
 
 def test_an_outage_is_a_503_and_requests_succeed_again_after_it(
@@ -26,7 +27,7 @@ def test_an_outage_is_a_503_and_requests_succeed_again_after_it(
         models = PostgresModelStore(postgres_database, max_per_owner=100)
         datasets = DatasetStore(tmp_path / "shared", PostgresDatasetMetadata(postgres_database))
         services = client.app.state.services
-        monkeypatch.setattr(services.jobs, "run_small_fit", _solve_it_yourself)
+        monkeypatch.setattr(services.jobs, "run_small_fit", no_worker_free)
         client.app.state.services = dataclasses.replace(
             services, models=models, datasets=datasets, model_writes=GroupCommit(models)
         )
@@ -54,7 +55,3 @@ def test_an_outage_is_a_503_and_requests_succeed_again_after_it(
         assert client.get(f"/v1/datasets/{dataset_id}").status_code == 200
         assert client.post("/v1/fit/coins", json={"sequences": DO_BATZOGLOU}).status_code == 200
         client.app.state.services = services
-
-
-async def _solve_it_yourself(fit_id, item, keep_as=None):
-    return None

@@ -53,3 +53,8 @@ def finished_job(client: Any, job_id: str) -> dict[str, Any] | None:
     """The job's record once it has ended (succeeded, failed or cancelled), else None: for ``wait_until``."""
     job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
     return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+
+async def no_worker_free(fit_id: str, item: Any, keep_as: Any = None) -> None:
+    """A job manager's ``run_small_fit`` when no worker can take the fit: the caller solves it, and keeps its model."""
+    return None
