@@ -110,9 +110,8 @@ def check_spread_about(shift: FloatArray, column_min: FloatArray, column_max: Fl
 def column_variances(X: FloatArray, shift: FloatArray | None = None) -> FloatArray:
     """Each dimension's variance (about ``shift``, the mean by default), in blocks of rows: no n x d temporary."""
     n = len(X)
-    centre = (
-        X.mean(axis=0) if shift is None else shift
-    )  # None: the in-memory working copy (a mapped X comes with its shift)
+    # Without a shift X is the in-memory working copy (a mapped X comes with its shift): numpy's mean will do.
+    centre = X.mean(axis=0) if shift is None else shift
     total = np.zeros(X.shape[1])
     for _, block in row_blocks(X):
         total += np.sum(np.square(block - centre), axis=0)
